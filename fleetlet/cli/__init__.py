@@ -1,0 +1,1 @@
+"""The command line: ``fleetlet`` (also installed as ``fleetctl``)."""

@@ -1,0 +1,55 @@
+"""The exceptions fleetlet raises.
+
+Every error fleetlet raises on purpose derives from :class:`FleetletError`, so callers embedding fleetlet can
+catch one type. The tree grows with the packages that need it::
+
+    FleetletError
+    └── UnitFileError          a unit file or unit name is invalid; carries every problem found, with file:line
+        └── UnitNameError      the name alone is invalid (no file to point into)
+
+Third-party errors (aiohttp, aiodocker) are mapped to these at the boundary where they occur.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fleetlet.diagnostics import Diagnostic
+
+
+class FleetletError(Exception):
+    """Base of every error fleetlet raises on purpose."""
+
+
+class UnitFileError(FleetletError):
+    """A unit file cannot be used. ``diagnostics`` holds every error found, in file order."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        if not diagnostics:
+            raise ValueError("UnitFileError needs at least one diagnostic")
+        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+    @property
+    def file(self) -> str:
+        return self.diagnostics[0].file
+
+    @property
+    def line(self) -> int:
+        return self.diagnostics[0].line
+
+
+class UnitNameError(UnitFileError):
+    """A unit name breaks fleet's naming rules."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        from fleetlet.diagnostics import Diagnostic  # the diagnostics module imports this one
+
+        self.name = name
+        self.reason = reason
+        super().__init__([Diagnostic(file=name or "''", line=0, message=f"invalid unit name: {reason}")])
+
+    def __str__(self) -> str:
+        return f"invalid unit name {self.name!r}: {self.reason}"
