@@ -51,12 +51,16 @@ class Report:
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "warning"]
 
+    def in_file_order(self) -> list[Diagnostic]:
+        """Every diagnostic sorted by line (stable: checks of one line keep their order)."""
+        return sorted(self.diagnostics, key=lambda d: d.line)
+
     @property
     def ok(self) -> bool:
         return not any(d.severity == "error" for d in self.diagnostics)
 
     def raise_for_errors(self) -> None:
         """Raise one UnitFileError carrying every error, if there are any."""
-        errors = self.errors
+        errors = [d for d in self.in_file_order() if d.severity == "error"]
         if errors:
-            raise UnitFileError(sorted(errors, key=lambda d: d.line))
+            raise UnitFileError(errors)

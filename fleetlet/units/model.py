@@ -9,6 +9,7 @@ they never change the hash.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -43,8 +44,8 @@ class UnitFile:
     @classmethod
     def from_options(
         cls,
-        options: list[UnitOption] | tuple[UnitOption, ...],
-        lines: list[int] | tuple[int, ...] | None = None,
+        options: Iterable[tuple[str, str, str]],
+        lines: Sequence[int] | None = None,
         source: str = "<unit>",
     ) -> UnitFile:
         """Build from options in any order; an interleaved section is merged into its first appearance."""

@@ -88,4 +88,6 @@ def instance_of(template: UnitName, instance: str) -> UnitName:
     """The instance ``instance`` of a template unit."""
     if not template.is_template:
         raise UnitNameError(template.full, "it is not a template unit (foo@.service)")
+    if not instance:
+        raise UnitNameError(template.full, "an instance needs a non-empty instance name")
     return parse_name(f"{template.prefix}@{instance}.{template.unit_type}")

@@ -16,7 +16,6 @@ from fleetlet.units.names import UnitName
 SERVICE_SPECIFIERS = frozenset("nNpiIfHmb%")
 XFLEET_SPECIFIERS = frozenset("nNpi")
 _SPECIFIER = re.compile(r"%(.?)", re.DOTALL)
-_XFLEET_SPECIFIER = re.compile(r"%([nNpi])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +75,14 @@ def expand(text: str, unit: UnitName, machine: MachineFacts) -> str:
 
 
 def expand_xfleet(text: str, unit: UnitName) -> str:
-    """fleet's substitution in ``[X-Fleet]``: ``%n %N %p %i`` only; any other ``%`` stays as written."""
-    if "%" not in text:
-        return text
-    values = {"n": unit.full, "N": unit.name, "p": unit.prefix, "i": unit.instance}
-    return _XFLEET_SPECIFIER.sub(lambda m: values[m.group(1)], text)
+    """fleet's substitution in ``[X-Fleet]``: ``%n %N %p %i`` only; any other ``%`` stays as written.
+
+    fleet replaced the four one after another over the whole value, so a replacement can complete a later
+    specifier (``%%n`` in ``prod.service`` gives ``prodrod.service``); doing the same keeps its results.
+    """
+    for specifier, value in ("%n", unit.full), ("%N", unit.name), ("%p", unit.prefix), ("%i", unit.instance):
+        text = text.replace(specifier, value)
+    return text
 
 
 def unescape(escaped: str) -> str:

@@ -1,0 +1,6 @@
+"""Run every benchmark: ``python -m bench`` (``make bench``)."""
+
+from bench import bench_units
+
+if __name__ == "__main__":
+    bench_units.main()

@@ -1,0 +1,5 @@
+import sys
+
+from fleetlet.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Bring up, idempotently, the real services fleetlet's tests and demo need, and write their addresses to
+# .services.env:
+#   - a Docker engine: the one DOCKER_HOST (or /var/run/docker.sock) points at if it answers, otherwise a private
+#     dockerd from Debian's docker.io under .services/docker;
+#   - a local registry mirror (Debian's docker-registry) holding busybox, so `docker pull busybox` works offline;
+#   - busybox:latest, built from Debian's busybox-static (there is no Docker Hub here).
+# Usage: scripts/services.sh [up|down|env]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+STATE="$ROOT/.services"
+ENV_FILE="$ROOT/.services.env"
+REGISTRY_ADDR=${FLEETLET_REGISTRY_ADDR:-127.0.0.1:5000}
+DOCKER_DIR="$STATE/docker"
+# Unix socket paths are limited to 108 bytes; a deep checkout falls back to a short path.
+SOCK="$DOCKER_DIR/docker.sock"
+if [ ${#SOCK} -gt 100 ]; then SOCK="/run/fleetlet-$(echo "$ROOT" | sha1sum | cut -c1-8)/docker.sock"; fi
+
+log() { echo "services: $*" >&2; }
+
+need_packages() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || missing+=(busybox-static)
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v curl >/dev/null || missing+=(curl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+docker_answers() {  # $1: DOCKER_HOST
+  DOCKER_HOST="$1" timeout 5 docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
+start_registry() {
+  if curl -fsS "http://$REGISTRY_ADDR/v2/" >/dev/null 2>&1; then return; fi
+  mkdir -p "$STATE/registry"
+  cat > "$STATE/registry/config.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $STATE/registry/data
+http:
+  addr: $REGISTRY_ADDR
+YAML
+  log "starting registry mirror on $REGISTRY_ADDR"
+  nohup docker-registry serve "$STATE/registry/config.yml" >"$STATE/registry/log" 2>&1 &
+  echo $! > "$STATE/registry/pid"
+  for _ in $(seq 100); do
+    curl -fsS "http://$REGISTRY_ADDR/v2/" >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  log "registry did not come up; see $STATE/registry/log"; exit 1
+}
+
+start_dockerd() {
+  local host="unix://$SOCK"
+  if docker_answers "$host"; then echo "$host"; return; fi
+  mkdir -p "$DOCKER_DIR" "$(dirname "$SOCK")"
+  log "starting a private dockerd at $host"
+  nohup dockerd \
+    --data-root "$DOCKER_DIR/data" --exec-root "$DOCKER_DIR/exec" \
+    --host "$host" --pidfile "$DOCKER_DIR/dockerd.pid" \
+    --storage-driver vfs --registry-mirror "http://$REGISTRY_ADDR" \
+    >"$DOCKER_DIR/log" 2>&1 &
+  for _ in $(seq 300); do
+    docker_answers "$host" && { echo "$host"; return; }
+    sleep 0.1
+  done
+  log "dockerd did not come up; see $DOCKER_DIR/log"; tail -20 "$DOCKER_DIR/log" >&2; exit 1
+}
+
+ensure_busybox() {  # $1: DOCKER_HOST
+  export DOCKER_HOST="$1"
+  if ! docker image inspect busybox:latest >/dev/null 2>&1; then
+    if ! docker pull -q busybox:latest >/dev/null 2>&1; then
+      log "building busybox:latest from Debian's busybox-static"
+      local rootfs="$STATE/busybox-rootfs" bin
+      bin=$(command -v busybox)
+      rm -rf "$rootfs"; mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/etc"
+      cp "$bin" "$rootfs/bin/busybox"
+      for applet in $("$rootfs/bin/busybox" --list); do
+        [ "$applet" = busybox ] || ln -sf busybox "$rootfs/bin/$applet"
+      done
+      echo "root:x:0:0:root:/root:/bin/sh" > "$rootfs/etc/passwd"
+      echo "root:x:0:" > "$rootfs/etc/group"
+      tar -C "$rootfs" -cf "$STATE/busybox.tar" .
+      docker import -c 'CMD ["sh"]' -c 'ENV PATH=/bin' "$STATE/busybox.tar" busybox:latest >/dev/null
+    fi
+  fi
+  # The mirror serves docker.io/library/busybox, so `docker pull busybox` works with no internet.
+  if ! curl -fsS "http://$REGISTRY_ADDR/v2/library/busybox/tags/list" 2>/dev/null | grep -q latest; then
+    docker tag busybox:latest "$REGISTRY_ADDR/library/busybox:latest"
+    docker push -q "$REGISTRY_ADDR/library/busybox:latest" >/dev/null
+    docker rmi -f "$REGISTRY_ADDR/library/busybox:latest" >/dev/null
+  fi
+}
+
+up() {
+  mkdir -p "$STATE"
+  local host=""
+  for candidate in "${DOCKER_HOST:-}" unix:///var/run/docker.sock; do
+    [ -n "$candidate" ] && command -v docker >/dev/null && docker_answers "$candidate" && { host=$candidate; break; }
+  done
+  need_packages
+  start_registry
+  if [ -z "$host" ]; then host=$(start_dockerd); fi
+  ensure_busybox "$host"
+  printf 'DOCKER_HOST=%s\nFLEETLET_REGISTRY_MIRROR=http://%s\n' "$host" "$REGISTRY_ADDR" > "$ENV_FILE"
+  log "ready: $(tr '\n' ' ' < "$ENV_FILE")"
+}
+
+down() {
+  for pidfile in "$DOCKER_DIR/dockerd.pid" "$STATE/registry/pid"; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$pidfile"
+  done
+  rm -f "$ENV_FILE"
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down) down ;;
+  env) cat "$ENV_FILE" ;;
+  *) echo "usage: $0 [up|down|env]" >&2; exit 2 ;;
+esac
