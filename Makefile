@@ -18,12 +18,14 @@ $(STAMP): pyproject.toml
 run: install
 	$(VENV)/bin/fleetlet verify configs/units/*
 
-# Services the tests need (dockerd, etcd) are started here by later issues; the unit-file model needs none.
+# The real services the integration tests need (a Docker engine, a registry mirror holding busybox); idempotent.
+# Their addresses go to .services.env.
 services:
-	@true
+	bash scripts/services.sh up
 
+# The tests read DOCKER_HOST and friends from .services.env, exported here so that child processes see them too.
 test: install services
-	$(PY) -m pytest
+	set -a; . ./.services.env; set +a; $(PY) -m pytest
 
 test-fast: install
 	$(PY) -m pytest -m 'not integration'

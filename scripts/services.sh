@@ -105,11 +105,12 @@ ensure_busybox() {  # $1: DOCKER_HOST
 
 up() {
   mkdir -p "$STATE"
+  # Packages first: installing docker.io may start the system's engine, which is then used rather than a second one.
+  need_packages
   local host=""
   for candidate in "${DOCKER_HOST:-}" unix:///var/run/docker.sock; do
-    [ -n "$candidate" ] && command -v docker >/dev/null && docker_answers "$candidate" && { host=$candidate; break; }
+    [ -n "$candidate" ] && docker_answers "$candidate" && { host=$candidate; break; }
   done
-  need_packages
   start_registry
   if [ -z "$host" ]; then host=$(start_dockerd); fi
   ensure_busybox "$host"

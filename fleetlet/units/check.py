@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fleetlet.diagnostics import Diagnostic, Report
 from fleetlet.errors import UnitNameError
+from fleetlet.exec.quadlet import container_spec
 from fleetlet.units.model import UnitFile
 from fleetlet.units.names import UnitName, parse_name
 from fleetlet.units.service import ServiceConfig, service_config
@@ -42,6 +43,8 @@ def check_unit(data: str | bytes, name: str, report: Report) -> CheckedUnit | No
         return None
     reqs = requirements(unit_file, unit_name, report)
     service = service_config(unit_file, report) if unit_name.unit_type == "service" else None
+    if service is not None:
+        container_spec(unit_file, unit_name, report)  # reports a [Container] section's problems, if it has one
     if unit_name.unit_type != "service":
         report.warning(0, f"fleetlet runs .service units only; this .{unit_name.unit_type} unit will never start")
     if not report.ok:

@@ -139,6 +139,8 @@ def _check_combination(unit: UnitFile, config: ServiceConfig, start_lines: list[
             report.error(where, "ExecStart= is required (only Type=oneshot may leave it out)")
         elif not config.remain_after_exit:
             report.error(where, "Type=oneshot without ExecStart= needs RemainAfterExit=yes")
+    if starts and "Container" in unit.sections():
+        report.error(starts[0].line, "ExecStart= and a [Container] section cannot be combined: choose one")
     if not oneshot and len(start_lines) > 1:
         report.error(start_lines[1], f"ExecStart=: more than one command needs Type=oneshot (Type={config.type})")
     restart = unit.last("Service", "Restart")

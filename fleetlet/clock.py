@@ -1,0 +1,138 @@
+"""Time, as a port: the real clock in production, a manual one in tests.
+
+Restart backoff, start limits, timeouts, heartbeats and TTLs all read time through a :class:`Clock`, so tests move
+time forward with ``clock.advance(30)`` and assert exact virtual times instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+import anyio.lowlevel
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back; for intervals and deadlines."""
+
+    def time(self) -> float:
+        """Wall-clock seconds since the epoch; for timestamps people read."""
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` (math.inf: until cancelled)."""
+
+
+class SystemClock:
+    """The real clock: the event loop's monotonic time and the system's wall time."""
+
+    def monotonic(self) -> float:
+        return anyio.current_time()
+
+    def time(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        if math.isinf(seconds):
+            await anyio.sleep_forever()
+        await anyio.sleep(seconds)
+
+
+class ManualClock:
+    """A clock that moves only when told to; sleepers wake when :meth:`advance` passes their deadline."""
+
+    def __init__(self, start: float = 0.0, epoch: float = 1_800_000_000.0) -> None:
+        self._now = start
+        self._epoch = epoch
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._order = itertools.count()
+
+    def monotonic(self) -> float:
+        return self._now
+
+    def time(self) -> float:
+        return self._epoch + self._now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        if math.isinf(seconds):
+            await anyio.sleep_forever()
+        woken = anyio.Event()
+        entry = (self._now + seconds, next(self._order), woken)
+        heapq.heappush(self._sleepers, entry)
+        try:
+            await woken.wait()
+        finally:
+            if not woken.is_set():  # cancelled: forget the sleeper
+                self._sleepers.remove(entry)
+                heapq.heapify(self._sleepers)
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward and wake every sleeper whose deadline has come."""
+        if seconds < 0:
+            raise ValueError("time does not go back")
+        self._now += seconds
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            _, _, woken = heapq.heappop(self._sleepers)
+            woken.set()
+
+    @property
+    def next_deadline(self) -> float | None:
+        """When the earliest sleeper wakes, or None if nobody sleeps."""
+        return self._sleepers[0][0] if self._sleepers else None
+
+    async def settle(self) -> None:
+        """Let every task run until all are blocked.
+
+        A few checkpoints first: on asyncio, ``wait_all_tasks_blocked`` polls every 0.1 s while any task can run,
+        and most of the time a handful of turns is all the tasks need.
+        """
+        for _ in range(10):
+            await anyio.lowlevel.checkpoint()
+        await anyio.wait_all_tasks_blocked()
+
+    async def advance_to_next(self) -> float:
+        """Jump to the next deadline, let tasks run, and return the new time (tests' fast-forward)."""
+        await self.settle()
+        deadline = self.next_deadline
+        if deadline is None:
+            raise RuntimeError("nothing is sleeping on this clock")
+        self.advance(deadline - self._now)
+        await self.settle()
+        return self._now
+
+
+@dataclass(slots=True)
+class Deadline:
+    """The outcome of :func:`move_on_after`: whether time ran out before the block finished."""
+
+    expired: bool = False
+
+
+@asynccontextmanager
+async def move_on_after(clock: Clock, seconds: float) -> AsyncIterator[Deadline]:
+    """Cancel the block when ``seconds`` pass on ``clock`` (math.inf: never); ``expired`` says if that happened.
+
+    anyio's own ``move_on_after`` reads the event loop's clock, which a ManualClock cannot move.
+    """
+    deadline = Deadline()
+    async with anyio.create_task_group() as tg:
+        if not math.isinf(seconds):
+
+            async def watchdog() -> None:
+                await clock.sleep(seconds)
+                deadline.expired = True
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watchdog)
+        yield deadline
+        tg.cancel_scope.cancel()

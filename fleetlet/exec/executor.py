@@ -1,0 +1,300 @@
+"""The unit runner: one unit's commands carried out on this machine.
+
+``docker ...`` commands become Engine API calls (:mod:`fleetlet.exec.docker_commands`); anything else runs as a
+subprocess. The main process of a service is a container (``docker run`` in ``ExecStart=``, or a ``[Container]``
+section) or a subprocess. A container outlives the agent and is adopted by the next one; a subprocess does not.
+
+An :class:`Executor` is an async context manager: it owns a task group for what follows a main process in the
+background (its output, a subprocess's life), so nothing it starts outlives it except the containers themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Self
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from fleetlet.clock import Clock
+from fleetlet.exec.docker_argv import DockerArgvError, Run, RunSpec, is_docker, parse_docker_argv
+from fleetlet.exec.docker_commands import (
+    EXIT_DAEMON_ERROR,
+    DockerCommandFailed,
+    DockerContext,
+    run_docker,
+    start_container,
+)
+from fleetlet.exec.runtime import (
+    LABEL_HASH,
+    LABEL_MACHINE,
+    LABEL_ROLE,
+    LABEL_UNIT,
+    ContainerRuntime,
+    EngineUnavailable,
+    LogSink,
+    NoSuchContainer,
+    RuntimeFailure,
+)
+from fleetlet.exec.status import ExitStatus
+from fleetlet.exec.subprocess_runner import ProcessRunner, SpawnedProcess, SpawnFailed
+from fleetlet.service.journal import Journal, log_sink
+from fleetlet.service.ports import MainProcess, PreparedCommand
+
+# Backoff while waiting for an engine that went away (daemon restart) to answer again.
+_ENGINE_RETRY_FIRST = 0.5
+_ENGINE_RETRY_MAX = 5.0
+# What a container that vanished with the engine is taken to have died of: SIGKILL, as 128+9.
+_VANISHED = 137
+
+
+class Executor:
+    """Runs one unit's commands: implements :class:`~fleetlet.service.ports.UnitRunner`."""
+
+    def __init__(
+        self,
+        *,
+        unit: str,
+        unit_hash: str,
+        machine_id: str,
+        runtime: ContainerRuntime,
+        processes: ProcessRunner,
+        journal: Journal,
+        clock: Clock,
+        container: RunSpec | None = None,
+    ) -> None:
+        self._unit = unit
+        self._hash = unit_hash
+        self._labels = {LABEL_UNIT: unit, LABEL_HASH: unit_hash, LABEL_MACHINE: machine_id}
+        self._runtime = runtime
+        self._processes = processes
+        self._journal = journal
+        self._clock = clock
+        self._container = container
+        self._sink: LogSink = log_sink(journal)
+        self._group: AbstractAsyncContextManager[TaskGroup] | None = None
+        self._tg: TaskGroup | None = None
+
+    async def __aenter__(self) -> Self:
+        self._group = anyio.create_task_group()
+        self._tg = await self._group.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> bool | None:
+        assert self._group is not None
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()  # stop following output; the containers themselves keep running
+        return await self._group.__aexit__(kind, error, trace)
+
+    # --- UnitRunner -----------------------------------------------------------------------------------------
+
+    async def run_control(self, command: PreparedCommand) -> ExitStatus:
+        if is_docker(command.argv[0]):
+            try:
+                parsed = parse_docker_argv(command.argv)
+            except DockerArgvError as e:
+                self._journal.write(f"docker: {e}", "stderr")
+                return ExitStatus.exited(EXIT_DAEMON_ERROR)
+            return ExitStatus.exited(await run_docker(parsed, self._docker(command.env)))
+        try:
+            async with self._processes.spawn(
+                command.argv, env=command.env, sink=self._sink, argv0=command.argv0
+            ) as process:
+                return await process.wait()
+        except SpawnFailed as e:
+            self._journal.write(f"{self._unit}: {e}")
+            return e.exit_status
+
+    async def start_main(
+        self, command: PreparedCommand, *, forking: bool
+    ) -> tuple[ExitStatus | None, MainProcess | None]:
+        if not is_docker(command.argv[0]):
+            if forking:  # the daemon it forks cannot be followed without cgroups; only the command's end is seen
+                return await self.run_control(command), None
+            return await self._start_process(command)
+        try:
+            parsed = parse_docker_argv(command.argv)
+        except DockerArgvError as e:
+            self._journal.write(f"docker: {e}", "stderr")
+            return ExitStatus.exited(EXIT_DAEMON_ERROR), None
+        if not isinstance(parsed, Run) or parsed.detach != forking:
+            # Commands that end by themselves: `docker start foo`; `docker run -d` under Type=simple (the unit then
+            # stops, as under systemd); a foreground `docker run` under Type=forking (which never "forks").
+            return ExitStatus.exited(await run_docker(parsed, self._docker(command.env))), None
+        ctx = self._docker(command.env)
+        try:
+            container = await start_container(parsed, ctx, role="main")
+        except DockerCommandFailed as e:
+            ctx.say(e.message, "stderr")
+            return ExitStatus.exited(e.exit_code), None
+        if forking:
+            ctx.say(container)  # what `docker run -d` prints
+        main = self._container_main(container, remove=parsed.remove)
+        return (ExitStatus.exited(0) if forking else None), main
+
+    async def start_container(self) -> tuple[ExitStatus | None, MainProcess | None]:
+        if self._container is None:
+            raise RuntimeError(f"{self._unit} has no [Container] section")
+        spec = self._container
+        ctx = self._docker({})
+        if spec.name:  # like Quadlet's --replace: a leftover container of the same name goes first
+            try:
+                await self._runtime.remove(spec.name, force=True)
+            except NoSuchContainer:
+                pass
+        try:
+            container = await start_container(Run(spec, remove=True), ctx, role="main")
+        except DockerCommandFailed as e:
+            ctx.say(e.message, "stderr")
+            return ExitStatus.exited(e.exit_code), None
+        return None, self._container_main(container, remove=True)
+
+    async def adopt(self) -> MainProcess | None:
+        try:
+            candidates = await self._runtime.list({LABEL_UNIT: self._unit, LABEL_ROLE: "main"})
+        except RuntimeFailure as e:
+            self._journal.write(f"{self._unit}: Cannot look for a running container to adopt: {e}")
+            return None
+        for state in candidates:
+            if state.running and state.labels.get(LABEL_HASH) == self._hash:
+                return self._container_main(state.id, remove=False, since=self._clock.time())
+        return None
+
+    # --- main processes ---------------------------------------------------------------------------------------
+
+    def _docker(self, env: Mapping[str, str]) -> DockerContext:
+        return DockerContext(self._runtime, self._labels, env, self._sink)
+
+    def _container_main(self, container: str, *, remove: bool, since: float = 0.0) -> ContainerMain:
+        assert self._tg is not None, "use the Executor as an async context manager"
+        main = ContainerMain(self._runtime, container, remove=remove, clock=self._clock)
+        self._tg.start_soon(_follow_output, self._runtime, container, self._sink, since)
+        return main
+
+    async def _start_process(self, command: PreparedCommand) -> tuple[ExitStatus | None, MainProcess | None]:
+        assert self._tg is not None, "use the Executor as an async context manager"
+        try:
+            main: ProcessMain = await self._tg.start(self._host_process, command)
+        except SpawnFailed as e:
+            self._journal.write(f"{self._unit}: {e}")
+            return e.exit_status, None
+        return None, main
+
+    async def _host_process(self, command: PreparedCommand, *, task_status: TaskStatus[ProcessMain]) -> None:
+        """Keep a main subprocess's spawn block open for its whole life."""
+        async with self._processes.spawn(
+            command.argv, env=command.env, sink=self._sink, argv0=command.argv0
+        ) as process:
+            main = ProcessMain(process)
+            task_status.started(main)
+            await process.wait()
+
+
+class ContainerMain:
+    """A main container. Its end is read from the engine's wait call, re-asked after the engine comes back."""
+
+    def __init__(self, runtime: ContainerRuntime, container: str, *, remove: bool, clock: Clock) -> None:
+        self._runtime = runtime
+        self._container = container
+        self._remove = remove
+        self._clock = clock
+        self._status: ExitStatus | None = None
+
+    @property
+    def description(self) -> str:
+        return f"container {self._container[:12]}"
+
+    @property
+    def container_id(self) -> str | None:
+        return self._container
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    async def wait(self) -> ExitStatus:
+        while self._status is None:
+            try:
+                self._status = ExitStatus.exited(await self._runtime.wait(self._container))
+            except EngineUnavailable:
+                await self._until_engine_answers()
+                self._status = await self._status_after_outage()
+            except NoSuchContainer:
+                self._status = ExitStatus.exited(_VANISHED)
+        return self._status
+
+    async def signal(self, signum: int) -> None:
+        try:
+            await self._runtime.kill(self._container, str(signum))
+        except RuntimeFailure:
+            pass  # already ended (409) or gone (404): the wait call reports how
+
+    async def release(self) -> None:
+        if not self._remove:
+            return
+        try:
+            state = await self._runtime.inspect(self._container)
+            if not state.running:  # KillMode=none may leave it running: then it is not ours to remove
+                await self._runtime.remove(self._container, force=True)
+        except NoSuchContainer:
+            pass
+
+    async def _until_engine_answers(self) -> None:
+        delay = _ENGINE_RETRY_FIRST
+        while True:
+            try:
+                await self._runtime.ping()
+                return
+            except EngineUnavailable:
+                await self._clock.sleep(delay)
+                delay = min(delay * 2, _ENGINE_RETRY_MAX)
+
+    async def _status_after_outage(self) -> ExitStatus | None:
+        """After an engine outage: the container's end if it ended meanwhile, None if it still runs."""
+        try:
+            state = await self._runtime.inspect(self._container)
+        except NoSuchContainer:
+            return ExitStatus.exited(_VANISHED)
+        except EngineUnavailable:
+            return None
+        return None if state.running else ExitStatus.exited(state.exit_code)
+
+
+class ProcessMain:
+    """A main subprocess, alive as long as the executor's task hosting it."""
+
+    def __init__(self, process: SpawnedProcess) -> None:
+        self._process = process
+
+    @property
+    def description(self) -> str:
+        return f"process {self._process.pid}"
+
+    @property
+    def container_id(self) -> str | None:
+        return None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    async def wait(self) -> ExitStatus:
+        return await self._process.wait()
+
+    async def signal(self, signum: int) -> None:
+        self._process.signal(signum)
+
+    async def release(self) -> None:
+        return None
+
+
+async def _follow_output(runtime: ContainerRuntime, container: str, sink: LogSink, since: float) -> None:
+    """A main container's output into the journal, for as long as it runs (and the engine answers)."""
+    try:
+        await runtime.follow_logs(container, sink, since=since)
+    except RuntimeFailure:
+        pass  # the engine went away: the container's end is noticed by its wait call, not here

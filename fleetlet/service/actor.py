@@ -1,0 +1,555 @@
+"""The unit actor: one task that owns one unit's lifecycle with systemd.service(5)'s semantics.
+
+Start runs ``ExecStartPre`` in order, then ``ExecStart``, then ``ExecStartPost``, and the unit is running. A
+failing pre command (without ``-``) skips the rest and ``ExecStop``, runs ``ExecStopPost`` and fails the unit.
+When the main process ends on its own, ``ExecStop`` still runs, then ``ExecStopPost``. Stop runs ``ExecStop``,
+then sends ``KillSignal`` and, after ``TimeoutStopSec``, SIGKILL, then ``ExecStopPost``. The first failure is
+the result that sticks, and ``Restart=`` decides from it whether to go round again.
+
+The actor is started with ``await tg.start(actor.run)`` and hands back its mailbox. Messages are frozen
+dataclasses carrying their own reply. Closing the mailbox detaches the actor without stopping the unit: a
+running container keeps running and is adopted by the next actor (an agent restart restarts nothing).
+"""
+
+from __future__ import annotations
+
+import signal as signals
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
+
+from fleetlet.clock import Clock, move_on_after
+from fleetlet.exec.environment import expand_argv, read_environment_file
+from fleetlet.exec.status import ExitStatus
+from fleetlet.service.journal import Journal
+from fleetlet.service.ports import MainProcess, PreparedCommand, UnitRunner
+from fleetlet.service.restart import StartLimit, restarts
+from fleetlet.service.states import ACTIVE_OF, Result, SubState, UnitStatus
+from fleetlet.units.check import CheckedUnit
+from fleetlet.units.execline import ExecCommand
+from fleetlet.units.service import ServiceConfig
+from fleetlet.units.specifiers import MachineFacts, expand
+
+T = TypeVar("T")
+
+# How long to wait for the engine to confirm a SIGKILL took effect before giving up on the process.
+_SIGKILL_GRACE = 10.0
+
+
+class Reply(Generic[T]):
+    """A one-shot answer carried inside a message."""
+
+    def __init__(self) -> None:
+        self._done = anyio.Event()
+        self._value: T | None = None
+
+    def send(self, value: T) -> None:
+        if not self._done.is_set():
+            self._value = value
+            self._done.set()
+
+    async def wait(self) -> T:
+        await self._done.wait()
+        assert self._value is not None
+        return self._value
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Start the unit; the reply comes when the start job is over (running, exited, or failed)."""
+
+    reply: Reply[UnitStatus] = field(default_factory=Reply)
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop the unit; the reply comes when it is inactive or failed. A stop never leads to a restart."""
+
+    reply: Reply[UnitStatus] = field(default_factory=Reply)
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    """Stop (if running), then start."""
+
+    reply: Reply[UnitStatus] = field(default_factory=Reply)
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """Run ``ExecReload``; a failure fails the reload only, never the unit."""
+
+    reply: Reply[UnitStatus] = field(default_factory=Reply)
+
+
+@dataclass(frozen=True, slots=True)
+class GetStatus:
+    reply: Reply[UnitStatus] = field(default_factory=Reply)
+
+
+Message = Start | Stop | Restart | Reload | GetStatus
+Mailbox = MemoryObjectSendStream[Message]
+
+
+class _Interrupted(Exception):
+    """A stop request cut a start phase short."""
+
+
+class UnitActor:
+    """Supervises one unit. Only the actor's own tasks touch its state."""
+
+    def __init__(
+        self,
+        unit: CheckedUnit,
+        *,
+        runner: UnitRunner,
+        clock: Clock,
+        journal: Journal,
+        publish: Callable[[UnitStatus], None] = lambda status: None,
+        machine: MachineFacts | None = None,
+        base_environment: Mapping[str, str] | None = None,
+        mailbox_size: int = 16,
+    ) -> None:
+        if unit.service is None:
+            raise ValueError(f"{unit.name}: only .service units can run")
+        self.unit = unit
+        self.config: ServiceConfig = unit.service
+        self._runner = runner
+        self._clock = clock
+        self._journal = journal
+        self._publish = publish
+        self._machine = machine or MachineFacts()
+        self._base_environment = dict(base_environment or {"PATH": "/usr/local/bin:/usr/bin:/bin"})
+        self._mailbox_size = mailbox_size
+        self._description = _description(unit)
+        self._status = UnitStatus(name=unit.name.full, hash=unit.hash, since=clock.time())
+        self._start_limit = StartLimit(self.config.start_limit_interval_sec, self.config.start_limit_burst)
+        self._cycling = False  # a lifecycle task runs (starting, running, stopping or waiting to restart)
+        self._interruptible: anyio.CancelScope | None = None  # the start-phase step a stop may cut short
+        self._stop_requested = False
+        self._start_after_stop = False
+        self._start_waiters: list[Reply[UnitStatus]] = []
+        self._stop_waiters: list[Reply[UnitStatus]] = []
+        self._result: Result = "success"
+        self._main: MainProcess | None = None
+        self._task_group: TaskGroup | None = None
+
+    @property
+    def status(self) -> UnitStatus:
+        return self._status
+
+    @property
+    def name(self) -> str:
+        return self.unit.name.full
+
+    # --- the actor task -----------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[Mailbox] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve the mailbox until it is closed, then detach, leaving a running main process running."""
+        send, receive = anyio.create_memory_object_stream[Message](self._mailbox_size)
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            adopted = await self._runner.adopt()
+            if adopted is not None:
+                self._adopt(adopted)
+            task_status.started(send)
+            async with receive:
+                async for message in receive:
+                    self._handle(message)
+            tg.cancel_scope.cancel()
+
+    def _handle(self, message: Message) -> None:
+        status = self._status
+        match message:
+            case GetStatus(reply):
+                reply.send(status)
+            case Start(reply):
+                if not self._cycling:
+                    self._begin(manual=True)
+                    self._start_waiters.append(reply)
+                elif self._stop_requested:
+                    self._start_after_stop = True
+                    self._start_waiters.append(reply)
+                elif status.active in ("active", "reloading"):
+                    reply.send(status)
+                else:
+                    self._start_waiters.append(reply)
+            case Stop(reply):
+                self._start_after_stop = False
+                if not self._cycling:
+                    reply.send(status)
+                    return
+                self._stop_waiters.append(reply)
+                self._request_stop()
+            case Restart(reply):
+                if not self._cycling:
+                    self._begin(manual=True)
+                else:
+                    self._start_after_stop = True
+                    self._request_stop()
+                self._start_waiters.append(reply)
+            case Reload(reply):
+                if status.sub != "running" or self._task_group is None:
+                    reply.send(status)
+                    return
+                self._task_group.start_soon(self._reload, reply)
+
+    def _begin(self, *, manual: bool) -> None:
+        assert self._task_group is not None
+        if manual:
+            # An explicit start clears the record of automatic ones, like `systemctl reset-failed` + start.
+            self._start_limit.reset()
+            self._status = replace(self._status, restarts=0)
+        self._stop_requested = False
+        self._cycling = True
+        self._task_group.start_soon(self._run_lifecycle, None)
+
+    def _request_stop(self) -> None:
+        self._stop_requested = True
+        if self._interruptible is not None:
+            self._interruptible.cancel()
+
+    def _adopt(self, main: MainProcess) -> None:
+        """A main container already running with our hash: supervise it without restarting it."""
+        assert self._task_group is not None
+        self._main = main
+        self._journal.write(f"{self.name}: Adopted running {main.description}.")
+        self._set("running")
+        self._cycling = True
+        self._task_group.start_soon(self._run_lifecycle, main)
+
+    # --- the lifecycle ------------------------------------------------------------------------------------
+
+    async def _run_lifecycle(self, adopted: MainProcess | None) -> None:
+        try:
+            await self._cycle(adopted)
+        finally:
+            self._cycling = False
+            self._interruptible = None
+        self._answer(self._stop_waiters)
+        if self._start_after_stop:
+            self._start_after_stop = False
+            self._begin(manual=True)
+
+    async def _cycle(self, adopted: MainProcess | None) -> None:
+        """Start, run and stop, going round again as long as Restart= says so."""
+        main = adopted
+        while True:
+            if main is None:
+                if not self._start_limit.allow(self._clock.monotonic()):
+                    self._journal.write(f"{self.name}: Start request repeated too quickly.")
+                    self._result = "start-limit-hit"
+                    self._finish()
+                    self._journal.write(f"Failed to start {self._description}.")
+                    return
+                self._result = "success"
+                main = await self._start()
+            if main is not None or self._status.sub == "exited":
+                await self._run_until_stopped(main)
+            main = None
+            ended_by_request = self._stop_requested
+            self._finish()
+            if not restarts(self.config.restart, self._result, stopped_by_request=ended_by_request):
+                return
+            if not await self._wait_to_restart():
+                return
+
+    async def _start(self) -> MainProcess | None:
+        """start-pre, start, start-post. Returns the main process; on failure runs the stop phases itself."""
+        config = self.config
+        self._journal.write(f"Starting {self._description}...")
+        try:
+            self._set("start-pre")
+            if not await self._control_commands("start-pre", config.exec_start_pre, config.timeout_start_sec):
+                await self._stop_post()
+                return None
+            self._set("start")
+            main = await self._start_main()
+            if main is None and self._result != "success":
+                await self._stop_post()
+                return None
+            self._main = main
+            self._set("start-post")
+            if not await self._control_commands("start-post", config.exec_start_post, config.timeout_start_sec):
+                await self._stop(main)
+                return None
+        except _Interrupted:
+            await self._stop_after_interrupted_start(self._main)
+            return None
+        if main is None and not (config.type == "oneshot" and config.remain_after_exit):
+            # Nothing left running (a oneshot, or a command that exited at once): the service stops by itself.
+            await self._stop(None)
+            return None
+        self._set("running" if main is not None else "exited")
+        self._journal.write(f"Started {self._description}.")
+        self._answer(self._start_waiters)
+        return main
+
+    async def _start_main(self) -> MainProcess | None:
+        config = self.config
+        if config.type == "oneshot":  # its ExecStart commands run to completion, like control commands
+            await self._control_commands("start", config.exec_start, config.timeout_start_sec)
+            return None
+        timeout = config.timeout_start_sec
+        if not config.exec_start:  # a [Container] section
+            outcome = await self._interruptible_step(timeout, "start", self._runner.start_container())
+            first = None
+        else:
+            first = config.exec_start[0]
+            command = self._prepare(first)
+            forking = config.type == "forking"
+            outcome = await self._interruptible_step(
+                timeout, "start", self._runner.start_main(command, forking=forking)
+            )
+        if outcome is None:
+            return None
+        status, main = outcome
+        if status is not None:
+            if first is None or not self._record_control_exit(status, first):
+                self._fail("exit-code" if status.code is not None else "signal")
+        return main
+
+    async def _run_until_stopped(self, main: MainProcess | None) -> None:
+        """running (or exited): until the main process ends or a stop is asked for, then the stop phases."""
+        if main is None:
+            with anyio.CancelScope() as self._interruptible:
+                if not self._stop_requested:
+                    await anyio.sleep_forever()
+            self._interruptible = None
+            await self._stop(None)
+            return
+        status: ExitStatus | None = None
+        with anyio.CancelScope() as self._interruptible:
+            if not self._stop_requested:
+                status = await main.wait()
+        self._interruptible = None
+        if status is not None:
+            self._main_exited(main, status)
+            await self._stop(None, already_exited=main)
+        else:
+            await self._stop(main)
+
+    async def _stop(self, main: MainProcess | None, *, already_exited: MainProcess | None = None) -> None:
+        """stop (ExecStop), stop-sigterm, stop-sigkill, stop-post."""
+        config = self.config
+        if self._stop_requested:
+            self._journal.write(f"Stopping {self._description}...")
+        self._set("stop")
+        await self._control_commands("stop", config.exec_stop, config.timeout_stop_sec, interruptible=False)
+        if main is not None:
+            await self._terminate(main)
+        await self._stop_post()
+        for finished in (main, already_exited):
+            if finished is not None:
+                await self._release(finished)
+        self._main = None
+
+    async def _stop_after_interrupted_start(self, main: MainProcess | None) -> None:
+        """A stop during start skips ExecStop, as systemd does: signal what runs, then ExecStopPost."""
+        self._journal.write(f"Stopping {self._description}...")
+        if main is not None:
+            await self._terminate(main)
+            await self._release(main)
+        await self._stop_post()
+        self._main = None
+
+    async def _terminate(self, main: MainProcess) -> None:
+        """stop-sigterm then stop-sigkill, unless the main process has already gone."""
+        config = self.config
+        status: ExitStatus | None = None
+        if config.kill_mode != "none":
+            self._set("stop-sigterm")
+            await main.signal(config.kill_signal)
+        async with move_on_after(self._clock, config.timeout_stop_sec) as deadline:
+            status = await main.wait()
+        if deadline.expired:
+            if config.kill_mode == "none":
+                self._journal.write(f"{self.name}: State 'stop' timed out. Skipping SIGKILL (KillMode=none).")
+                return
+            self._journal.write(f"{self.name}: State 'stop-sigterm' timed out. Killing.")
+            self._fail("timeout")
+            self._set("stop-sigkill")
+            await main.signal(signals.SIGKILL)
+            async with move_on_after(self._clock, _SIGKILL_GRACE):
+                status = await main.wait()
+        if status is not None:
+            self._main_exited(main, status)
+
+    async def _stop_post(self) -> None:
+        self._set("stop-post")
+        await self._control_commands(
+            "stop-post", self.config.exec_stop_post, self.config.timeout_stop_sec, interruptible=False
+        )
+
+    async def _release(self, main: MainProcess) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await main.release()
+            except Exception as e:  # cleanup must not turn a stop into a crash
+                self._journal.write(f"{self.name}: Failed to clean up {main.description}: {e}")
+
+    def _finish(self) -> None:
+        """Settle in failed or dead, as the result says; a start job still waiting is over."""
+        self._set("failed" if self._result != "success" else "dead")
+        if not self._start_after_stop:
+            self._answer(self._start_waiters)
+        if self._result != "success":
+            self._journal.write(f"{self.name}: Failed with result '{self._result}'.")
+        elif self._stop_requested:
+            self._journal.write(f"Stopped {self._description}.")
+        else:
+            self._journal.write(f"{self.name}: Deactivated successfully.")
+
+    async def _wait_to_restart(self) -> bool:
+        """auto-restart: wait RestartSec unless a stop comes first. True when the restart should go ahead."""
+        self._status = replace(self._status, restarts=self._status.restarts + 1)
+        self._set("auto-restart")
+        with anyio.CancelScope() as self._interruptible:
+            if not self._stop_requested:
+                await self._clock.sleep(self.config.restart_sec)
+        self._interruptible = None
+        if self._stop_requested:
+            self._finish()
+            return False
+        self._journal.write(f"{self.name}: Scheduled restart job, restart counter is at {self._status.restarts}.")
+        return True
+
+    async def _reload(self, reply: Reply[UnitStatus]) -> None:
+        self._set("reload")
+        self._journal.write(f"Reloading {self._description}...")
+        ok = True
+        for command in self.config.exec_reload:
+            prepared = self._prepare(command)
+            async with move_on_after(self._clock, self.config.timeout_start_sec) as deadline:
+                status = await self._runner.run_control(prepared)
+            if deadline.expired:
+                self._journal.write(f"{self.name}: reload operation timed out.")
+                ok = False
+                break
+            if not status.is_clean(*self.config.success_exit_status) and not command.ignore_failure:
+                self._journal.write(f"{self.name}: Control process exited, {status.describe()}")
+                ok = False
+                break
+        if self._status.sub == "reload":
+            self._set("running")
+        self._journal.write(f"Reloaded {self._description}." if ok else f"Reload failed for {self._description}.")
+        reply.send(self._status)
+
+    # --- steps --------------------------------------------------------------------------------------------
+
+    async def _control_commands(
+        self, phase: str, commands: tuple[ExecCommand, ...], limit: float, *, interruptible: bool = True
+    ) -> bool:
+        """Run one phase's commands in order; False (result recorded) when one fails without ``-``."""
+        for command in commands:
+            prepared = self._prepare(command)
+            if interruptible:
+                status = await self._interruptible_step(limit, phase, self._runner.run_control(prepared))
+                if status is None:
+                    return False
+            else:
+                async with move_on_after(self._clock, limit) as deadline:
+                    status = await self._runner.run_control(prepared)
+                if deadline.expired:
+                    self._journal.write(f"{self.name}: {phase} operation timed out. Terminating.")
+                    self._fail("timeout")
+                    return False
+            if not self._record_control_exit(status, command):
+                return False
+        return True
+
+    async def _interruptible_step(self, limit: float, phase: str, step: Coroutine[Any, Any, T]) -> T | None:
+        """Await ``step`` bounded by ``limit`` seconds; a stop request cancels it and raises _Interrupted."""
+        if self._stop_requested:
+            step.close()
+            raise _Interrupted
+        result: T | None = None
+        with anyio.CancelScope() as self._interruptible:
+            async with move_on_after(self._clock, limit) as deadline:
+                result = await step
+        self._interruptible = None
+        if self._stop_requested:
+            raise _Interrupted
+        if deadline.expired:
+            self._journal.write(f"{self.name}: {phase} operation timed out. Terminating.")
+            self._fail("timeout")
+            return None
+        return result
+
+    def _record_control_exit(self, status: ExitStatus, command: ExecCommand) -> bool:
+        """Judge a control command's end; True when the phase may go on."""
+        if status.is_clean(*self.config.success_exit_status):
+            return True
+        self._journal.write(f"{self.name}: Control process exited, {status.describe()}")
+        if command.ignore_failure:
+            return True
+        self._fail("exit-code" if status.code is not None else "signal")
+        return False
+
+    def _main_exited(self, main: MainProcess, status: ExitStatus) -> None:
+        self._status = replace(self._status, exit_status=status.describe())
+        self._journal.write(f"{self.name}: Main process exited, {status.describe()}")
+        if not status.is_clean(*self.config.success_exit_status, daemon=True):
+            self._fail("exit-code" if status.code is not None else "signal")
+
+    def _fail(self, result: Result) -> None:
+        """The first failure is the result that sticks."""
+        if self._result == "success":
+            self._result = result
+
+    def _prepare(self, command: ExecCommand) -> PreparedCommand:
+        """Resolve specifiers, the environment (EnvironmentFile= re-read now) and ``$VAR``."""
+        env = self._environment()
+        argv = [expand(word, self.unit.name, self._machine) for word in command.argv]
+        if not command.no_env_expansion:
+            argv = expand_argv(argv, env)
+        argv0: str | None = None
+        if command.argv0_override and len(argv) >= 2:
+            argv0 = argv[1]
+            argv = [argv[0], *argv[2:]]
+        return PreparedCommand(tuple(argv), env, command.ignore_failure, argv0, command.raw)
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(self._base_environment)
+        for key, value in self.config.environment:
+            env[key] = expand(value, self.unit.name, self._machine)
+        for path, optional in self.config.environment_files:
+            try:
+                text = Path(expand(path, self.unit.name, self._machine)).read_text()
+                env.update(read_environment_file(text))
+            except (OSError, ValueError) as e:
+                if not optional:
+                    self._journal.write(f"{self.name}: Failed to load environment file {path}: {e}")
+        return env
+
+    def _set(self, sub: SubState) -> None:
+        active = ACTIVE_OF[sub]
+        since = self._status.since if active == self._status.active else self._clock.time()
+        main = self._main
+        self._status = replace(
+            self._status,
+            active=active,
+            sub=sub,
+            result=self._result,
+            since=since,
+            container_id=main.container_id if main is not None else None,
+            main_pid=main.pid if main is not None else None,
+        )
+        self._publish(self._status)
+
+    def _answer(self, waiters: list[Reply[UnitStatus]]) -> None:
+        for reply in waiters:
+            reply.send(self._status)
+        waiters.clear()
+
+
+def _description(unit: CheckedUnit) -> str:
+    entry = unit.file.last("Unit", "Description")
+    if entry is None or not entry.value:
+        return unit.name.full
+    return expand(entry.value, unit.name, MachineFacts())

@@ -1,0 +1,426 @@
+"""The unit actor against the in-memory engine and process runner, in virtual time.
+
+Each test runs the real Executor over FakeRuntime and FakeProcessRunner, so what is checked here is what runs in
+production, minus Docker itself (tests/integration/ has the same scenarios on a real engine).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import pytest
+
+from fleetlet.clock import ManualClock
+from fleetlet.exec.executor import Executor
+from fleetlet.exec.fake_runtime import Behaviour, FakeRuntime
+from fleetlet.exec.runtime import LABEL_HASH, LABEL_MACHINE, LABEL_ROLE, LABEL_UNIT
+from fleetlet.exec.status import ExitStatus
+from fleetlet.exec.subprocess_runner import FakeBehaviour, FakeProcessRunner
+from fleetlet.service.actor import GetStatus, Mailbox, Message, Reload, Reply, Restart, Start, Stop, UnitActor
+from fleetlet.service.journal import MemoryJournal
+from fleetlet.service.states import UnitStatus
+from fleetlet.units.check import load_unit
+
+pytestmark = pytest.mark.anyio
+
+HELLO_WORLD = """\
+[Unit]
+Description=HelloWorldApp
+After=docker.service
+Requires=docker.service
+
+[Service]
+TimeoutStartSec=0
+ExecStartPre=-/usr/bin/docker rm busybox1
+ExecStartPre=/usr/bin/docker pull busybox
+ExecStart=/usr/bin/docker run --rm --name busybox1 busybox /bin/sh -c "while true; do echo Hello World; sleep 1; done"
+ExecStop=/usr/bin/docker stop busybox1
+
+[X-Fleet]
+MachineMetadata=group=hw_webservers
+Conflicts=hello_world@*
+"""
+
+MACHINE_ID = "1a2b3c4d5e6f708192a3b4c5d6e7f801"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def traps_term(body: Mapping[str, Any]) -> Behaviour:
+    """A container that exits 0 on SIGTERM, as a well-behaved service does."""
+    return Behaviour(trap={"SIGTERM": 0})
+
+
+@dataclass
+class Rig:
+    clock: ManualClock
+    runtime: FakeRuntime
+    processes: FakeProcessRunner
+    journal: MemoryJournal
+    mailbox: Mailbox
+    published: list[UnitStatus] = field(default_factory=list)
+
+    async def ask(self, message: Message) -> UnitStatus:
+        reply: Reply[UnitStatus] = message.reply
+        await self.mailbox.send(message)
+        with anyio.fail_after(5):  # real seconds: only a bug makes this wait
+            return await reply.wait()
+
+    async def status(self) -> UnitStatus:
+        return await self.ask(GetStatus())
+
+    def messages(self) -> list[str]:
+        return [entry.message for entry in self.journal.tail(1000)]
+
+    def states(self) -> list[str]:
+        """Every (active, sub) published, consecutive repeats folded."""
+        seen: list[str] = []
+        for status in self.published:
+            text = f"{status.active}/{status.sub}"
+            if not seen or seen[-1] != text:
+                seen.append(text)
+        return seen
+
+    def containers(self, role: str | None = None) -> list[str]:
+        return [
+            call.args[1] if len(call.args) > 1 else call.options.get("name")
+            for call in self.runtime.called("create")
+            if role is None or call.args[0]["Labels"][LABEL_ROLE] == role
+        ]
+
+
+@asynccontextmanager
+async def rig(
+    text: str = HELLO_WORLD,
+    name: str = "hello.service",
+    *,
+    behaviour: Callable[[Mapping[str, Any]], Behaviour] = traps_term,
+    processes: FakeProcessRunner | None = None,
+    runtime: FakeRuntime | None = None,
+    clock: ManualClock | None = None,
+) -> AsyncIterator[Rig]:
+    clock = clock or ManualClock()
+    runtime = runtime or FakeRuntime(clock, behaviour=behaviour)
+    processes = processes or FakeProcessRunner(clock=clock)
+    journal = MemoryJournal(name, clock)
+    unit = load_unit(text, name)
+    published: list[UnitStatus] = []
+    async with anyio.create_task_group() as tg:
+        async with Executor(
+            unit=name, unit_hash=unit.hash, machine_id=MACHINE_ID, runtime=runtime,
+            processes=processes, journal=journal, clock=clock,
+        ) as executor:
+            actor = UnitActor(unit, runner=executor, clock=clock, journal=journal, publish=published.append)
+            mailbox = await tg.start(actor.run)
+            yield Rig(clock, runtime, processes, journal, mailbox, published)
+            await mailbox.aclose()
+
+
+async def test_hello_world_starts_and_runs_its_container() -> None:
+    async with rig() as r:
+        status = await r.ask(Start())
+        assert status.describe() == "loaded active running"
+        assert status.result == "success"
+        assert [c.method for c in r.runtime.calls if c.method in ("remove", "pull", "create", "start")] == [
+            "remove", "pull", "create", "start"
+        ]
+        create = r.runtime.called("create")[0]
+        body = create.args[0]
+        assert body["Image"] == "busybox"
+        assert body["Cmd"] == ["/bin/sh", "-c", "while true; do echo Hello World; sleep 1; done"]
+        assert body["Labels"] == {
+            LABEL_UNIT: "hello.service", LABEL_HASH: load_unit(HELLO_WORLD, "hello.service").hash,
+            LABEL_MACHINE: MACHINE_ID, LABEL_ROLE: "main",
+        }
+        assert status.container_id is not None
+        r.runtime.emit(status.container_id, "stdout", "Hello World")
+        await r.clock.settle()
+        messages = r.messages()
+        assert messages[0] == "Starting HelloWorldApp..."
+        assert "Started HelloWorldApp." in messages
+        assert "Hello World" in messages
+        assert "Error response from daemon: No such container: busybox1" in messages  # the `-` prefixed rm
+        assert r.states() == ["activating/start-pre", "activating/start", "activating/start-post", "active/running"]
+
+
+async def test_stop_runs_exec_stop_then_the_container_is_gone() -> None:
+    async with rig() as r:
+        running = await r.ask(Start())
+        stopped = await r.ask(Stop())
+        assert stopped.describe() == "loaded inactive dead"
+        assert stopped.result == "success"
+        assert r.runtime.called("stop")[0].args[0] == "busybox1"
+        assert running.container_id is not None
+        assert await r.runtime.list({LABEL_UNIT: "hello.service"}) == []  # --rm: removed after it exited
+        assert r.states()[-5:] == [
+            "active/running", "deactivating/stop", "deactivating/stop-sigterm", "deactivating/stop-post", "inactive/dead"
+        ]
+        assert "Stopped HelloWorldApp." in r.messages()
+
+
+async def test_an_unclean_exit_on_stop_fails_the_unit_as_systemd_does() -> None:
+    # The default fake container dies of SIGTERM: the engine reports 143, an unclean exit code.
+    async with rig(behaviour=lambda body: Behaviour()) as r:
+        await r.ask(Start())
+        stopped = await r.ask(Stop())
+        assert (stopped.describe(), stopped.result) == ("loaded failed failed", "exit-code")
+        assert "hello.service: Main process exited, code=exited, status=143" in r.messages()
+
+
+FAILING_PRE = """\
+[Service]
+ExecStartPre=/bin/false
+ExecStartPre=/bin/never-reached
+ExecStart=/usr/bin/docker run --name web busybox
+ExecStop=/bin/stop-hook
+ExecStopPost=/bin/cleanup
+"""
+
+
+async def test_a_failing_pre_command_fails_the_unit_and_skips_exec_stop() -> None:
+    processes = FakeProcessRunner(
+        {"/bin/false": FakeBehaviour(exit=ExitStatus.exited(1)), "/bin/cleanup": FakeBehaviour(), "/bin/stop-hook": FakeBehaviour()}
+    )
+    async with rig(FAILING_PRE, processes=processes) as r:
+        status = await r.ask(Start())
+        assert (status.describe(), status.result) == ("loaded failed failed", "exit-code")
+        ran = [p.argv[0] for p in processes.spawned]
+        assert ran == ["/bin/false", "/bin/cleanup"]
+        assert r.runtime.called("create") == []
+        assert "hello.service: Control process exited, code=exited, status=1/FAILURE" in r.messages()
+
+
+async def test_a_failing_pre_command_with_dash_is_ignored() -> None:
+    processes = FakeProcessRunner(default=FakeBehaviour())
+    processes.behave("/bin/false", FakeBehaviour(exit=ExitStatus.exited(1)))
+    async with rig(FAILING_PRE.replace("=/bin/false", "=-/bin/false"), processes=processes) as r:
+        status = await r.ask(Start())
+        assert status.describe() == "loaded active running"
+        assert [p.argv[0] for p in processes.spawned] == ["/bin/false", "/bin/never-reached"]
+
+
+async def test_main_exiting_on_its_own_still_runs_exec_stop_then_stop_post() -> None:
+    processes = FakeProcessRunner(default=FakeBehaviour())
+    async with rig(FAILING_PRE.replace("ExecStartPre=/bin/false\nExecStartPre=/bin/never-reached\n", ""), processes=processes) as r:
+        status = await r.ask(Start())
+        assert status.container_id is not None
+        r.runtime.exit(status.container_id, 0)
+        await r.clock.settle()
+        final = await r.status()
+        assert final.describe() == "loaded inactive dead"
+        assert [p.argv[0] for p in processes.spawned] == ["/bin/stop-hook", "/bin/cleanup"]
+        assert "hello.service: Main process exited, code=exited, status=0/SUCCESS" in r.messages()
+
+
+RESTARTING = """\
+[Unit]
+Description=Flaky
+StartLimitIntervalSec=10
+StartLimitBurst=3
+
+[Service]
+Restart=on-failure
+RestartSec=1
+ExecStart=/usr/bin/docker run --rm --name flaky busybox sh -c "exit 1"
+"""
+
+
+async def test_restart_on_failure_until_the_start_limit() -> None:
+    async with rig(RESTARTING, behaviour=lambda body: Behaviour(exit_code=1)) as r:
+        first = await r.ask(Start())
+        assert first.describe() == "loaded active running"  # Type=simple: started once the container is
+        await r.clock.settle()
+        times = []
+        while (await r.status()).sub == "auto-restart":
+            times.append(await r.clock.advance_to_next())
+        final = await r.status()
+        assert (final.describe(), final.result) == ("loaded failed failed", "start-limit-hit")
+        assert times == [1.0, 2.0, 3.0]  # starts at 0, 1 and 2 s; the one due at 3 s would be a fourth in 10 s
+        assert len(r.containers()) == 3
+        assert final.restarts == 3
+        messages = r.messages()
+        assert "hello.service: Scheduled restart job, restart counter is at 1." in messages
+        assert "hello.service: Start request repeated too quickly." in messages
+        assert "Failed to start Flaky." in messages
+
+
+async def test_a_manual_stop_never_restarts() -> None:
+    async with rig(RESTARTING.replace("on-failure", "always"), behaviour=lambda body: Behaviour()) as r:
+        await r.ask(Start())
+        status = await r.ask(Stop())
+        assert status.active in ("inactive", "failed")
+        await r.clock.settle()
+        assert r.clock.next_deadline is None
+        assert len(r.containers()) == 1
+
+
+IGNORES_TERM = """\
+[Service]
+TimeoutStopSec=5
+ExecStart=/usr/bin/docker run --rm --name stubborn busybox sleep 1000
+"""
+
+
+async def test_stop_escalates_to_sigkill_after_timeout_stop_sec() -> None:
+    async with rig(IGNORES_TERM, behaviour=lambda body: Behaviour(ignore_signals={"SIGTERM", "15"})) as r:
+        await r.ask(Start())
+        await r.mailbox.send(Stop())
+        await r.clock.settle()
+        assert (await r.status()).sub == "stop-sigterm"
+        assert r.clock.next_deadline == 5.0
+        r.clock.advance(5.0)
+        await r.clock.settle()
+        final = await r.status()
+        assert (final.describe(), final.result) == ("loaded failed failed", "timeout")
+        kills = [call.options["signal"] for call in r.runtime.called("kill")]
+        assert kills == [str(int(signal.SIGTERM)), str(int(signal.SIGKILL))]
+        assert "hello.service: State 'stop-sigterm' timed out. Killing." in r.messages()
+
+
+async def test_a_new_actor_adopts_the_running_container_instead_of_restarting_it() -> None:
+    clock = ManualClock()
+    runtime = FakeRuntime(clock, behaviour=traps_term)
+    async with rig(runtime=runtime, clock=clock) as r:
+        first = await r.ask(Start())
+    # The first actor detached (its mailbox closed); its container still runs.
+    assert (await runtime.inspect("busybox1")).running
+    async with rig(runtime=runtime, clock=clock) as r:
+        status = await r.status()
+        assert status.describe() == "loaded active running"
+        assert status.container_id == first.container_id
+        assert len(runtime.called("create")) == 1
+        assert "hello.service: Adopted running container " + first.container_id[:12] + "." in r.messages()
+        assert (await r.ask(Stop())).describe() == "loaded inactive dead"
+
+
+async def test_an_engine_restart_is_noticed_and_restart_applies() -> None:
+    unit = RESTARTING.replace("on-failure", "always").replace('sh -c "exit 1"', "sleep 1000")
+    async with rig(unit, behaviour=lambda body: Behaviour()) as r:
+        first = await r.ask(Start())
+        r.runtime.restart_engine()
+        await r.clock.settle()
+        status = await r.status()
+        assert (status.active, status.sub) == ("activating", "auto-restart")
+        assert status.exit_status == "code=exited, status=143"
+        await r.clock.advance_to_next()
+        again = await r.status()
+        assert again.describe() == "loaded active running"
+        assert again.container_id != first.container_id
+
+
+ONESHOT = """\
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/setup one
+ExecStart=/bin/setup two
+ExecStop=/bin/teardown
+"""
+
+
+async def test_oneshot_with_remain_after_exit() -> None:
+    processes = FakeProcessRunner(default=FakeBehaviour())
+    async with rig(ONESHOT, processes=processes) as r:
+        status = await r.ask(Start())
+        assert status.describe() == "loaded active exited"
+        assert [p.argv for p in processes.spawned] == [("/bin/setup", "one"), ("/bin/setup", "two")]
+        stopped = await r.ask(Stop())
+        assert stopped.describe() == "loaded inactive dead"
+        assert processes.spawned[-1].argv == ("/bin/teardown",)
+
+
+async def test_oneshot_without_remain_after_exit_ends_inactive() -> None:
+    processes = FakeProcessRunner(default=FakeBehaviour())
+    async with rig(ONESHOT.replace("RemainAfterExit=yes\n", ""), processes=processes) as r:
+        status = await r.ask(Start())
+        assert (status.describe(), status.result) == ("loaded inactive dead", "success")
+
+
+SUBPROCESS = """\
+[Service]
+Environment=GREETING=hello
+ExecStart=/bin/sh -c "echo $GREETING ${GREETING}"
+ExecReload=/bin/reload-config
+"""
+
+
+async def test_a_subprocess_main_process_and_reload_failure_failing_only_the_reload() -> None:
+    processes = FakeProcessRunner(default=FakeBehaviour(exit=None))
+    processes.behave("/bin/reload-config", FakeBehaviour(exit=ExitStatus.exited(2)))
+    async with rig(SUBPROCESS, processes=processes) as r:
+        status = await r.ask(Start())
+        assert status.describe() == "loaded active running"
+        main = processes.spawned[0]
+        assert main.argv == ("/bin/sh", "-c", "echo $GREETING hello")  # one word: ${} expands inside it
+        assert main.env["GREETING"] == "hello"
+        assert status.main_pid == main.pid
+        after_reload = await r.ask(Reload())
+        assert after_reload.describe() == "loaded active running"
+        assert "Reload failed for hello.service." in r.messages()
+        main.signal(signal.SIGTERM)
+        await r.clock.settle()
+        assert (await r.status()).describe() == "loaded inactive dead"  # SIGTERM is a clean end for a daemon
+
+
+LONG_PRE = """\
+[Service]
+ExecStartPre=/bin/slow-setup
+ExecStart=/usr/bin/docker run --name never busybox
+ExecStop=/bin/stop-hook
+ExecStopPost=/bin/cleanup
+"""
+
+
+async def test_a_stop_during_start_pre_interrupts_it_and_skips_exec_stop() -> None:
+    processes = FakeProcessRunner(default=FakeBehaviour())
+    processes.behave("/bin/slow-setup", FakeBehaviour(exit=None))
+    async with rig(LONG_PRE, processes=processes) as r:
+        start = Start()
+        await r.mailbox.send(start)
+        await r.clock.settle()
+        assert (await r.status()).sub == "start-pre"
+        stopped = await r.ask(Stop())
+        assert stopped.active in ("inactive", "failed")
+        assert [p.argv[0] for p in processes.spawned] == ["/bin/slow-setup", "/bin/cleanup"]
+        assert not processes.spawned[0].running
+        assert r.runtime.called("create") == []
+        assert (await start.reply.wait()).active in ("inactive", "failed")
+
+
+async def test_start_timeout_fails_the_unit() -> None:
+    processes = FakeProcessRunner(default=FakeBehaviour())
+    processes.behave("/bin/slow-setup", FakeBehaviour(exit=None))
+    async with rig(LONG_PRE.replace("[Service]\n", "[Service]\nTimeoutStartSec=30\n"), processes=processes) as r:
+        await r.mailbox.send(Start())
+        await r.clock.settle()
+        assert r.clock.next_deadline == 30.0
+        r.clock.advance(30)
+        await r.clock.settle()
+        status = await r.status()
+        assert (status.describe(), status.result) == ("loaded failed failed", "timeout")
+        assert "hello.service: start-pre operation timed out. Terminating." in r.messages()
+
+
+async def test_restart_message_stops_then_starts() -> None:
+    async with rig() as r:
+        first = await r.ask(Start())
+        again = await r.ask(Restart())
+        assert again.describe() == "loaded active running"
+        assert again.container_id != first.container_id
+        assert again.restarts == 0
+
+
+async def test_start_of_a_running_unit_changes_nothing() -> None:
+    async with rig() as r:
+        first = await r.ask(Start())
+        second = await r.ask(Start())
+        assert second.container_id == first.container_id
+        assert len(r.runtime.called("create")) == 1
