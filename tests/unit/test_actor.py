@@ -89,7 +89,7 @@ class Rig:
                 seen.append(text)
         return seen
 
-    def containers(self, role: str | None = None) -> list[str]:
+    def containers(self, role: str | None = None) -> list[str | None]:
         return [
             call.args[1] if len(call.args) > 1 else call.options.get("name")
             for call in self.runtime.called("create")
@@ -115,8 +115,13 @@ async def rig(
     published: list[UnitStatus] = []
     async with anyio.create_task_group() as tg:
         async with Executor(
-            unit=name, unit_hash=unit.hash, machine_id=MACHINE_ID, runtime=runtime,
-            processes=processes, journal=journal, clock=clock,
+            unit=name,
+            unit_hash=unit.hash,
+            machine_id=MACHINE_ID,
+            runtime=runtime,
+            processes=processes,
+            journal=journal,
+            clock=clock,
         ) as executor:
             actor = UnitActor(unit, runner=executor, clock=clock, journal=journal, publish=published.append)
             mailbox = await tg.start(actor.run)
@@ -130,15 +135,20 @@ async def test_hello_world_starts_and_runs_its_container() -> None:
         assert status.describe() == "loaded active running"
         assert status.result == "success"
         assert [c.method for c in r.runtime.calls if c.method in ("remove", "pull", "create", "start")] == [
-            "remove", "pull", "create", "start"
+            "remove",
+            "pull",
+            "create",
+            "start",
         ]
         create = r.runtime.called("create")[0]
         body = create.args[0]
         assert body["Image"] == "busybox"
         assert body["Cmd"] == ["/bin/sh", "-c", "while true; do echo Hello World; sleep 1; done"]
         assert body["Labels"] == {
-            LABEL_UNIT: "hello.service", LABEL_HASH: load_unit(HELLO_WORLD, "hello.service").hash,
-            LABEL_MACHINE: MACHINE_ID, LABEL_ROLE: "main",
+            LABEL_UNIT: "hello.service",
+            LABEL_HASH: load_unit(HELLO_WORLD, "hello.service").hash,
+            LABEL_MACHINE: MACHINE_ID,
+            LABEL_ROLE: "main",
         }
         assert status.container_id is not None
         r.runtime.emit(status.container_id, "stdout", "Hello World")
@@ -161,7 +171,11 @@ async def test_stop_runs_exec_stop_then_the_container_is_gone() -> None:
         assert running.container_id is not None
         assert await r.runtime.list({LABEL_UNIT: "hello.service"}) == []  # --rm: removed after it exited
         assert r.states()[-5:] == [
-            "active/running", "deactivating/stop", "deactivating/stop-sigterm", "deactivating/stop-post", "inactive/dead"
+            "active/running",
+            "deactivating/stop",
+            "deactivating/stop-sigterm",
+            "deactivating/stop-post",
+            "inactive/dead",
         ]
         assert "Stopped HelloWorldApp." in r.messages()
 
@@ -187,7 +201,11 @@ ExecStopPost=/bin/cleanup
 
 async def test_a_failing_pre_command_fails_the_unit_and_skips_exec_stop() -> None:
     processes = FakeProcessRunner(
-        {"/bin/false": FakeBehaviour(exit=ExitStatus.exited(1)), "/bin/cleanup": FakeBehaviour(), "/bin/stop-hook": FakeBehaviour()}
+        {
+            "/bin/false": FakeBehaviour(exit=ExitStatus.exited(1)),
+            "/bin/cleanup": FakeBehaviour(),
+            "/bin/stop-hook": FakeBehaviour(),
+        }
     )
     async with rig(FAILING_PRE, processes=processes) as r:
         status = await r.ask(Start())
@@ -209,7 +227,9 @@ async def test_a_failing_pre_command_with_dash_is_ignored() -> None:
 
 async def test_main_exiting_on_its_own_still_runs_exec_stop_then_stop_post() -> None:
     processes = FakeProcessRunner(default=FakeBehaviour())
-    async with rig(FAILING_PRE.replace("ExecStartPre=/bin/false\nExecStartPre=/bin/never-reached\n", ""), processes=processes) as r:
+    async with rig(
+        FAILING_PRE.replace("ExecStartPre=/bin/false\nExecStartPre=/bin/never-reached\n", ""), processes=processes
+    ) as r:
         status = await r.ask(Start())
         assert status.container_id is not None
         r.runtime.exit(status.container_id, 0)
@@ -297,7 +317,7 @@ async def test_a_new_actor_adopts_the_running_container_instead_of_restarting_it
         assert status.describe() == "loaded active running"
         assert status.container_id == first.container_id
         assert len(runtime.called("create")) == 1
-        assert "hello.service: Adopted running container " + first.container_id[:12] + "." in r.messages()
+        assert f"hello.service: Adopted running container {(first.container_id or '')[:12]}." in r.messages()
         assert (await r.ask(Stop())).describe() == "loaded inactive dead"
 
 

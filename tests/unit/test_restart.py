@@ -26,11 +26,11 @@ core-dump    .  X      .          X          X           X        .
 def _table() -> list[tuple[RestartPolicy, Result, bool]]:
     header, *rows = TABLE.strip().splitlines()
     policies = header.split()[1:]
-    cases = []
+    cases: list[tuple[RestartPolicy, Result, bool]] = []
     for row in rows:
         cause, *marks = row.split()
-        cases.extend((policy, cause, mark == "X") for policy, mark in zip(policies, marks, strict=True))
-    return cases  # type: ignore[return-value]
+        cases.extend((policy, cause, mark == "X") for policy, mark in zip(policies, marks, strict=True))  # type: ignore[misc]
+    return cases
 
 
 @pytest.mark.parametrize(("policy", "result", "expected"), _table())
