@@ -9,22 +9,21 @@ from __future__ import annotations
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import pytest
 
 from fleetlet.clock import ManualClock
-from fleetlet.exec.executor import Executor
 from fleetlet.exec.fake_runtime import Behaviour, FakeRuntime
 from fleetlet.exec.runtime import LABEL_HASH, LABEL_MACHINE, LABEL_ROLE, LABEL_UNIT
 from fleetlet.exec.status import ExitStatus
 from fleetlet.exec.subprocess_runner import FakeBehaviour, FakeProcessRunner
-from fleetlet.service.actor import GetStatus, Mailbox, Message, Reload, Reply, Restart, Start, Stop, UnitActor
+from fleetlet.service.actor import Mailbox, Message, Reload, Restart, Start, Stop
 from fleetlet.service.journal import MemoryJournal
 from fleetlet.service.states import UnitStatus
 from fleetlet.units.check import load_unit
+from tests.actor_rig import Running, run_actor
 
 pytestmark = pytest.mark.anyio
 
@@ -61,39 +60,37 @@ def traps_term(body: Mapping[str, Any]) -> Behaviour:
 
 @dataclass
 class Rig:
+    """The actor over the fakes, and the fakes themselves for the test to drive."""
+
     clock: ManualClock
     runtime: FakeRuntime
     processes: FakeProcessRunner
-    journal: MemoryJournal
-    mailbox: Mailbox
-    published: list[UnitStatus] = field(default_factory=list)
+    actor: Running
+
+    @property
+    def journal(self) -> MemoryJournal:
+        assert isinstance(self.actor.journal, MemoryJournal)
+        return self.actor.journal
+
+    @property
+    def mailbox(self) -> Mailbox:
+        return self.actor.mailbox
 
     async def ask(self, message: Message) -> UnitStatus:
-        reply: Reply[UnitStatus] = message.reply
-        await self.mailbox.send(message)
-        with anyio.fail_after(5):  # real seconds: only a bug makes this wait
-            return await reply.wait()
+        return await self.actor.ask(message)
 
     async def status(self) -> UnitStatus:
-        return await self.ask(GetStatus())
+        return await self.actor.status()
 
     def messages(self) -> list[str]:
-        return [entry.message for entry in self.journal.tail(1000)]
+        return self.actor.messages()
 
     def states(self) -> list[str]:
-        """Every (active, sub) published, consecutive repeats folded."""
-        seen: list[str] = []
-        for status in self.published:
-            text = f"{status.active}/{status.sub}"
-            if not seen or seen[-1] != text:
-                seen.append(text)
-        return seen
+        return self.actor.states()
 
-    def containers(self, role: str | None = None) -> list[str | None]:
+    def containers(self) -> list[str | None]:
         return [
-            call.args[1] if len(call.args) > 1 else call.options.get("name")
-            for call in self.runtime.called("create")
-            if role is None or call.args[0]["Labels"][LABEL_ROLE] == role
+            call.args[1] if len(call.args) > 1 else call.options.get("name") for call in self.runtime.called("create")
         ]
 
 
@@ -110,23 +107,16 @@ async def rig(
     clock = clock or ManualClock()
     runtime = runtime or FakeRuntime(clock, behaviour=behaviour)
     processes = processes or FakeProcessRunner(clock=clock)
-    journal = MemoryJournal(name, clock)
-    unit = load_unit(text, name)
-    published: list[UnitStatus] = []
-    async with anyio.create_task_group() as tg:
-        async with Executor(
-            unit=name,
-            unit_hash=unit.hash,
-            machine_id=MACHINE_ID,
-            runtime=runtime,
-            processes=processes,
-            journal=journal,
-            clock=clock,
-        ) as executor:
-            actor = UnitActor(unit, runner=executor, clock=clock, journal=journal, publish=published.append)
-            mailbox = await tg.start(actor.run)
-            yield Rig(clock, runtime, processes, journal, mailbox, published)
-            await mailbox.aclose()
+    async with run_actor(
+        text,
+        name,
+        runtime=runtime,
+        processes=processes,
+        clock=clock,
+        journal=MemoryJournal(name, clock),
+        machine_id=MACHINE_ID,
+    ) as actor:
+        yield Rig(clock, runtime, processes, actor)
 
 
 async def test_hello_world_starts_and_runs_its_container() -> None:
