@@ -37,6 +37,7 @@ from fleetlet.exec.docker_argv import (
 from fleetlet.exec.docker_values import parse_image_ref
 from fleetlet.exec.environment import resolve_docker_env
 from fleetlet.exec.runtime import (
+    LABEL_ROLE,
     ContainerRuntime,
     LogLine,
     LogSink,
@@ -116,11 +117,17 @@ async def start_container(run: Run, ctx: DockerContext, *, role: str) -> str:
         ctx.say(f"WARNING: {warning}", "stderr")
     await _ensure_image(ctx, spec)
     env = _container_env(spec, ctx)
-    body = create_body(spec, env=env, labels={**ctx.labels, "fleetlet.role": role})
+    labels = {**ctx.labels, LABEL_ROLE: role}
+    body = create_body(spec, env=env, labels=labels)
+    container = ""
     try:
         container = await ctx.runtime.create(body, spec.name)
     except RuntimeFailure as e:
         raise DockerCommandFailed(EXIT_DAEMON_ERROR, f"docker: Error response from daemon: {e.message}.") from e
+    finally:
+        if not container:
+            # Cancelled while the engine was creating it: it may exist without our knowing its id.
+            await _remove_unstarted(ctx, labels)
     started = False
     try:
         await ctx.runtime.start(container)
@@ -135,6 +142,18 @@ async def start_container(run: Run, ctx: DockerContext, *, role: str) -> str:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
                 await _quietly(ctx.runtime.remove(container, force=True))
     return container
+
+
+async def _remove_unstarted(ctx: DockerContext, labels: Mapping[str, str]) -> None:
+    """Remove containers with ``labels`` that were created and never started: nobody will ever run them."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
+        try:
+            states = await ctx.runtime.list(labels)
+        except RuntimeFailure:
+            return
+        for state in states:
+            if state.status == "created":
+                await _quietly(ctx.runtime.remove(state.id, force=True))
 
 
 async def stop_and_remove(ctx: DockerContext, container: str, *, remove: bool) -> None:

@@ -153,6 +153,15 @@ class Executor:
             return ExitStatus.exited(e.exit_code), None
         return None, self._container_main(container, remove=True)
 
+    async def wait_for_engine(self) -> None:
+        try:
+            await self._runtime.ping()
+            return
+        except EngineUnavailable as e:
+            self._journal.write(f"{self._unit}: Waiting for the Docker engine: {e}")
+        await until_engine_answers(self._runtime, self._clock)
+        self._journal.write(f"{self._unit}: The Docker engine answers.")
+
     async def adopt(self) -> MainProcess | None:
         try:
             candidates = await self._runtime.list({LABEL_UNIT: self._unit, LABEL_ROLE: "main"})
@@ -221,7 +230,7 @@ class ContainerMain:
             try:
                 self._status = ExitStatus.exited(await self._runtime.wait(self._container))
             except EngineUnavailable:
-                await self._until_engine_answers()
+                await until_engine_answers(self._runtime, self._clock)
                 self._status = await self._status_after_outage()
             except NoSuchContainer:
                 self._status = ExitStatus.exited(_VANISHED)
@@ -242,16 +251,6 @@ class ContainerMain:
                 await self._runtime.remove(self._container, force=True)
         except NoSuchContainer:
             pass
-
-    async def _until_engine_answers(self) -> None:
-        delay = _ENGINE_RETRY_FIRST
-        while True:
-            try:
-                await self._runtime.ping()
-                return
-            except EngineUnavailable:
-                await self._clock.sleep(delay)
-                delay = min(delay * 2, _ENGINE_RETRY_MAX)
 
     async def _status_after_outage(self) -> ExitStatus | None:
         """After an engine outage: the container's end if it ended meanwhile, None if it still runs."""
@@ -290,6 +289,18 @@ class ProcessMain:
 
     async def release(self) -> None:
         return None
+
+
+async def until_engine_answers(runtime: ContainerRuntime, clock: Clock) -> None:
+    """Ping the engine, backing off from 0.5 s to 5 s between tries, until it answers."""
+    delay = _ENGINE_RETRY_FIRST
+    while True:
+        try:
+            await runtime.ping()
+            return
+        except EngineUnavailable:
+            await clock.sleep(delay)
+            delay = min(delay * 2, _ENGINE_RETRY_MAX)
 
 
 async def _follow_output(runtime: ContainerRuntime, container: str, sink: LogSink, since: float) -> None:

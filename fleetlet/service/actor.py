@@ -13,6 +13,7 @@ running container keeps running and is adopted by the next actor (an agent resta
 
 from __future__ import annotations
 
+import math
 import signal as signals
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
@@ -127,6 +128,7 @@ class UnitActor:
         self._base_environment = dict(base_environment or {"PATH": "/usr/local/bin:/usr/bin:/bin"})
         self._mailbox_size = mailbox_size
         self._description = _description(unit)
+        self._needs_docker = _orders_after_docker(unit)
         self._status = UnitStatus(name=unit.name.full, hash=unit.hash, since=clock.time())
         self._start_limit = StartLimit(self.config.start_limit_interval_sec, self.config.start_limit_burst)
         self._cycling = False  # a lifecycle task runs (starting, running, stopping or waiting to restart)
@@ -151,13 +153,13 @@ class UnitActor:
 
     async def run(self, *, task_status: TaskStatus[Mailbox] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve the mailbox until it is closed, then detach, leaving a running main process running."""
-        send, receive = anyio.create_memory_object_stream[Message](self._mailbox_size)
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             adopted = await self._runner.adopt()
             if adopted is not None:
                 self._adopt(adopted)
-            task_status.started(send)
+            send, receive = anyio.create_memory_object_stream[Message](self._mailbox_size)
+            task_status.started(send)  # the caller owns the sending side from here, and closes it to detach us
             async with receive:
                 async for message in receive:
                     self._handle(message)
@@ -265,6 +267,8 @@ class UnitActor:
         self._journal.write(f"Starting {self._description}...")
         try:
             self._set("start-pre")
+            if self._needs_docker:
+                await self._interruptible_step(math.inf, "start-pre", self._runner.wait_for_engine())
             if not await self._control_commands("start-pre", config.exec_start_pre, config.timeout_start_sec):
                 await self._stop_post()
                 return None
@@ -546,6 +550,15 @@ class UnitActor:
         for reply in waiters:
             reply.send(self._status)
         waiters.clear()
+
+
+def _orders_after_docker(unit: CheckedUnit) -> bool:
+    """``After=``/``Requires=docker.service``: under systemd the start waited for Docker; here, for the engine."""
+    for setting in ("After", "Requires", "Wants", "BindsTo"):
+        for entry in unit.file.list_entries("Unit", setting):
+            if "docker.service" in entry.value.split():
+                return True
+    return False
 
 
 def _description(unit: CheckedUnit) -> str:

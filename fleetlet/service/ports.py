@@ -70,5 +70,8 @@ class UnitRunner(Protocol):
     async def start_container(self) -> tuple[ExitStatus | None, MainProcess | None]:
         """Start the container of a ``[Container]`` section: ``(None, main)``, or ``(status, None)`` on failure."""
 
+    async def wait_for_engine(self) -> None:
+        """Return once the container engine answers (at once, usually)."""
+
     async def adopt(self) -> MainProcess | None:
         """The unit's main container if it is already running with this unit's hash (after an agent restart)."""

@@ -434,3 +434,21 @@ async def test_start_of_a_running_unit_changes_nothing() -> None:
         second = await r.ask(Start())
         assert second.container_id == first.container_id
         assert len(r.runtime.called("create")) == 1
+
+
+async def test_a_unit_after_docker_waits_for_the_engine_to_answer() -> None:
+    async with rig() as r:
+        r.runtime.unavailable = True
+        await r.mailbox.send(Start())
+        await r.clock.settle()
+        assert (await r.status()).sub == "start-pre"
+        assert r.runtime.called("create") == []
+        assert r.clock.next_deadline == 0.5
+        await r.clock.advance_to_next()
+        assert r.clock.next_deadline == 1.5  # backing off: 0.5 s, then 1 s
+        r.runtime.unavailable = False
+        await r.clock.advance_to_next()
+        assert (await r.status()).describe() == "loaded active running"
+        messages = r.messages()
+        assert any(m.startswith("hello.service: Waiting for the Docker engine: ") for m in messages)
+        assert "hello.service: The Docker engine answers." in messages
