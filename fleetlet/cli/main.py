@@ -1,7 +1,7 @@
 """``fleetlet`` / ``fleetctl``: the command line.
 
-Each subcommand is a function taking parsed arguments and returning an exit status. Errors the user can fix are
-one line on stderr and a non-zero exit, never a traceback.
+Each subcommand lives in its own module, which registers its parser and returns an exit status. Errors the user
+can fix are one line on stderr and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fleetlet import __version__
-from fleetlet.units.check import check_path
+from fleetlet.cli import run_unit, verify
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,32 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fleetlet {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    verify = commands.add_parser(
-        "verify",
-        help="check unit files offline",
-        description="Check unit files offline: syntax, name, [X-Fleet] requirements and [Service] settings. "
-        "Prints each problem as FILE:LINE: message; exits 1 if any file has an error.",
-    )
-    verify.add_argument("files", nargs="+", metavar="FILE", type=Path)
-    verify.add_argument("-q", "--quiet", action="store_true", help="print problems only")
-    verify.set_defaults(run=_verify)
+    verify.register(commands)
+    run_unit.register(commands)
     return parser
-
-
-def _verify(args: argparse.Namespace) -> int:
-    failed = 0
-    for path in args.files:
-        report, checked = check_path(path)
-        for diagnostic in report.in_file_order():
-            print(diagnostic)
-        if checked is None:
-            failed += 1
-        elif not args.quiet:
-            print(f"{path}: ok (hash {checked.hash[:7]})")
-    if len(args.files) > 1 and not args.quiet:
-        print(f"{len(args.files) - failed} of {len(args.files)} unit files valid")
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -248,16 +248,20 @@ def _start_failure_code(message: str) -> int:
 
 
 async def _each(ctx: DockerContext, containers: tuple[str, ...], act: Any) -> int:
-    """Apply ``act`` to each container like the CLI: print each name done, report each failure, exit 1 if any."""
+    """Apply ``act`` to each container like the CLI: print each name acted on, report each failure, exit 1 if any.
+
+    ``act`` returns False when there was nothing to do and nothing to print (``rm -f`` of a missing container).
+    """
     failed = False
     for container in containers:
         try:
-            await act(container)
+            done = await act(container)
         except RuntimeFailure as e:
             ctx.say(f"Error response from daemon: {e.message}", "stderr")
             failed = True
         else:
-            ctx.say(container)
+            if done is not False:
+                ctx.say(container)
     return EXIT_FAILED if failed else 0
 
 
@@ -271,17 +275,17 @@ async def _restart(ctx: DockerContext, container: str, grace: int | None) -> Non
     await ctx.runtime.start(container)
 
 
-async def _remove(ctx: DockerContext, container: str, *, force: bool, volumes: bool) -> None:
+async def _remove(ctx: DockerContext, container: str, *, force: bool, volumes: bool) -> bool:
     try:
         await ctx.runtime.remove(container, force=force, volumes=volumes)
     except NoSuchContainer:
-        if not force:  # `rm -f` of a missing container succeeds silently
+        if not force:
             raise
+        return False  # `rm -f` of a missing container succeeds silently
+    return True
 
 
 async def _pull(ctx: DockerContext, image: str, tag: str) -> int:
-    if tag:
-        ctx.say(f"{tag}: Pulling from {_repository(image)}")
     try:
         await ctx.runtime.pull(image, tag, lambda line: ctx.say(line))
     except NoSuchImage as e:
@@ -289,10 +293,6 @@ async def _pull(ctx: DockerContext, image: str, tag: str) -> int:
     except RuntimeFailure as e:
         raise DockerCommandFailed(EXIT_FAILED, f"Error response from daemon: {e.message}") from e
     return 0
-
-
-def _repository(image: str) -> str:
-    return image if "/" in image.split("@")[0] else f"library/{image}"
 
 
 async def _exec(command: Exec, ctx: DockerContext) -> int:

@@ -8,6 +8,18 @@ from dataclasses import dataclass
 
 # Exit codes systemd itself uses when it could not run a command at all.
 EXIT_EXEC = 203  # the executable could not be run
+# The names systemd gives exit codes: the LSB ones, and its own for a command it could not run.
+_EXIT_NAMES = {
+    0: "SUCCESS",
+    1: "FAILURE",
+    2: "INVALIDARGUMENT",
+    3: "NOTIMPLEMENTED",
+    4: "NOPERMISSION",
+    5: "NOTINSTALLED",
+    6: "NOTCONFIGURED",
+    7: "NOTRUNNING",
+    EXIT_EXEC: "EXEC",
+}
 # Signals after which systemd counts a main process as having ended cleanly.
 CLEAN_SIGNALS = frozenset({signals.SIGHUP, signals.SIGINT, signals.SIGTERM, signals.SIGPIPE})
 
@@ -51,8 +63,7 @@ class ExitStatus:
     def describe(self) -> str:
         """systemd's words: ``code=exited, status=1/FAILURE`` or ``code=killed, status=15/TERM``."""
         if self.code is not None:
-            name = {0: "SUCCESS", 1: "FAILURE", 2: "INVALIDARGUMENT", 203: "EXEC"}.get(self.code)
-            return f"code=exited, status={self.code}" + (f"/{name}" if name else "")
+            return f"code=exited, status={self.code}/{_EXIT_NAMES.get(self.code, 'n/a')}"
         assert self.signal is not None
         return f"code=killed, status={self.signal}/{signal_name(self.signal)}"
 

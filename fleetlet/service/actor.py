@@ -302,10 +302,8 @@ class UnitActor:
         timeout = config.timeout_start_sec
         if not config.exec_start:  # a [Container] section
             outcome = await self._interruptible_step(timeout, "start", self._runner.start_container())
-            first = None
         else:
-            first = config.exec_start[0]
-            command = self._prepare(first)
+            command = self._prepare(config.exec_start[0])
             forking = config.type == "forking"
             outcome = await self._interruptible_step(
                 timeout, "start", self._runner.start_main(command, forking=forking)
@@ -313,8 +311,10 @@ class UnitActor:
         if outcome is None:
             return None
         status, main = outcome
-        if status is not None:
-            if first is None or not self._record_control_exit(status, first):
+        if status is not None:  # the command ended at once: under systemd that was the main process ending
+            self._journal.write(f"{self.name}: Main process exited, {status.describe()}")
+            self._status = replace(self._status, exit_status=status.describe())
+            if not status.is_clean(*config.success_exit_status, daemon=True):
                 self._fail("exit-code" if status.code is not None else "signal")
         return main
 
@@ -397,11 +397,13 @@ class UnitActor:
             except Exception as e:  # cleanup must not turn a stop into a crash
                 self._journal.write(f"{self.name}: Failed to clean up {main.description}: {e}")
 
-    def _finish(self) -> None:
+    def _finish(self, *, quietly: bool = False) -> None:
         """Settle in failed or dead, as the result says; a start job still waiting is over."""
         self._set("failed" if self._result != "success" else "dead")
         if not self._start_after_stop:
             self._answer(self._start_waiters)
+        if quietly:
+            return
         if self._result != "success":
             self._journal.write(f"{self.name}: Failed with result '{self._result}'.")
         elif self._stop_requested:
@@ -417,8 +419,9 @@ class UnitActor:
             if not self._stop_requested:
                 await self._clock.sleep(self.config.restart_sec)
         self._interruptible = None
-        if self._stop_requested:
-            self._finish()
+        if self._stop_requested:  # the failure that led here has been reported already
+            self._finish(quietly=True)
+            self._journal.write(f"Stopped {self._description}.")
             return False
         self._journal.write(f"{self.name}: Scheduled restart job, restart counter is at {self._status.restarts}.")
         return True

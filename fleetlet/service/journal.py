@@ -85,11 +85,12 @@ def log_sink(journal: Journal) -> LogSink:
 def format_entry(entry: JournalEntry, unit: str) -> str:
     """journalctl's short format, without the host: ``Nov 26 12:01:03 hello.service[stdout]: Hello World``.
 
-    The supervisor's own messages carry no bracket, as systemd prints its own lines about a unit.
+    The supervisor's own messages come from ``fleetlet``, as systemd's come from ``systemd[1]``; like systemd's,
+    they name the unit themselves where it matters (``hello.service: Main process exited, ...``).
     """
     t = time.localtime(entry.time)
     stamp = f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-    ident = unit if entry.stream == "fleetlet" else f"{unit}[{entry.stream}]"
+    ident = "fleetlet" if entry.stream == "fleetlet" else f"{unit}[{entry.stream}]"
     return f"{stamp} {ident}: {entry.message}"
 
 

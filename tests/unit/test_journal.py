@@ -252,7 +252,7 @@ async def test_dropped_marker_stands_where_the_gap_is(journal: Journal) -> None:
 @pytest.mark.parametrize(
     ("entry", "line"),
     [
-        (JournalEntry(EPOCH, "fleetlet", "Starting HelloWorldApp..."), "Jan 15 08:00:00 hello.service: Starting Hel"),
+        (JournalEntry(EPOCH, "fleetlet", "Starting HelloWorldApp..."), "Jan 15 08:00:00 fleetlet: Starting Hel"),
         (
             JournalEntry(EPOCH + 86400 * 300 + 3723.9, "stdout", "Hello World"),
             "Nov 11 09:02:03 hello.service[stdout]: ",

@@ -95,7 +95,7 @@ def test_clean_exits(
     [
         (ExitStatus.exited(0), "code=exited, status=0/SUCCESS"),
         (ExitStatus.exited(1), "code=exited, status=1/FAILURE"),
-        (ExitStatus.exited(137), "code=exited, status=137"),
+        (ExitStatus.exited(137), "code=exited, status=137/n/a"),
         (ExitStatus.exited(203), "code=exited, status=203/EXEC"),
         (ExitStatus.killed(15), "code=killed, status=15/TERM"),
         (ExitStatus.killed(9), "code=killed, status=9/KILL"),
