@@ -37,10 +37,12 @@ from fleetlet.exec.docker_argv import (
 from fleetlet.exec.docker_values import parse_image_ref
 from fleetlet.exec.environment import resolve_docker_env
 from fleetlet.exec.runtime import (
+    LABEL_HASH,
     LABEL_ROLE,
     ContainerRuntime,
     LogLine,
     LogSink,
+    NameConflict,
     NoSuchContainer,
     NoSuchImage,
     RuntimeFailure,
@@ -121,7 +123,12 @@ async def start_container(run: Run, ctx: DockerContext, *, role: str) -> str:
     body = create_body(spec, env=env, labels=labels)
     container = ""
     try:
-        container = await ctx.runtime.create(body, spec.name)
+        try:
+            container = await ctx.runtime.create(body, spec.name)
+        except NameConflict:
+            if spec.name is None or not await _remove_own_leftover(ctx, spec.name):
+                raise
+            container = await ctx.runtime.create(body, spec.name)
     except RuntimeFailure as e:
         raise DockerCommandFailed(EXIT_DAEMON_ERROR, f"docker: Error response from daemon: {e.message}.") from e
     finally:
@@ -142,6 +149,28 @@ async def start_container(run: Run, ctx: DockerContext, *, role: str) -> str:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
                 await _quietly(ctx.runtime.remove(container, force=True))
     return container
+
+
+async def _remove_own_leftover(ctx: DockerContext, name: str) -> bool:
+    """Remove a stopped container of this unit on this machine that holds ``name``; True if there was one.
+
+    A ``--rm`` container can outlive its removal (the engine stopped it while going down, the agent was killed):
+    the docker CLI would fail on the name for ever after, until someone removed it by hand. A stopped container
+    with our own unit and machine labels is ours to clear; anything else keeps the CLI's behaviour.
+    """
+    try:
+        state = await ctx.runtime.inspect(name)
+    except RuntimeFailure:
+        return False
+    ours = all(state.labels.get(key) == value for key, value in ctx.labels.items() if key != LABEL_HASH)
+    if not ours or state.running:
+        return False
+    ctx.say(f"Removing leftover container {name} ({state.id[:12]}, {state.status}) of this unit", "stderr")
+    try:
+        await ctx.runtime.remove(state.id, force=True)
+    except NoSuchContainer:
+        pass
+    return True
 
 
 async def _remove_unstarted(ctx: DockerContext, labels: Mapping[str, str]) -> None:

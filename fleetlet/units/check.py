@@ -1,8 +1,8 @@
 """Everything fleetlet checks about a unit before accepting it, in one place.
 
 ``check_unit`` is what ``fleetlet verify`` runs offline, and what the API will run before a unit reaches the
-registry: syntax, the name, ``[X-Fleet]`` requirements and the ``[Service]`` settings, every problem reported with
-its file and line, warnings beside errors.
+registry: syntax, the name, ``[X-Fleet]`` requirements, the ``[Service]`` settings and the docker commands in its
+Exec lines, every problem reported with its file and line, warnings beside errors.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from fleetlet.diagnostics import Diagnostic, Report
 from fleetlet.errors import UnitNameError
 from fleetlet.exec.quadlet import container_spec
+from fleetlet.exec.verify_exec import check_docker_commands
 from fleetlet.units.model import UnitFile
 from fleetlet.units.names import UnitName, parse_name
 from fleetlet.units.service import ServiceConfig, service_config
@@ -45,6 +46,7 @@ def check_unit(data: str | bytes, name: str, report: Report) -> CheckedUnit | No
     service = service_config(unit_file, report) if unit_name.unit_type == "service" else None
     if service is not None:
         container_spec(unit_file, unit_name, report)  # reports a [Container] section's problems, if it has one
+        check_docker_commands(unit_file, unit_name, service, report)  # docker commands fleetlet cannot carry out
     if unit_name.unit_type != "service":
         report.warning(0, f"fleetlet runs .service units only; this .{unit_name.unit_type} unit will never start")
     if not report.ok:

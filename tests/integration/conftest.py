@@ -5,13 +5,18 @@ A missing engine fails these tests rather than skipping them: CI must never pass
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import pytest
 
 from fleetlet.exec.docker_runtime import DEFAULT_HOST, DockerRuntime
@@ -87,3 +92,177 @@ async def harness(docker: DockerRuntime, container_labels: dict[str, str]) -> Ha
         """Nothing to do: the engine's time passes by itself."""
 
     return Harness(docker, advance=real_time, now=time.time, labels=container_labels)
+
+
+# --- a private engine, for tests that restart or break it --------------------------------------------------------
+
+# In a network namespace of its own: a dockerd started with --bridge=none deletes the host's docker0 bridge, and any
+# other networking setup would fight the shared engine's bridge and iptables rules. It needs none: the Engine API is a
+# Unix socket, which reaches across network namespaces, and the containers run without networking.
+_PRIVATE_DOCKERD = ("unshare", "--net", "dockerd", "--storage-driver", "vfs", "--bridge=none", "--iptables=false")
+
+
+class PrivateDockerd:
+    """A dockerd of a test's own, in a directory of its own, that the test may restart or stop.
+
+    Its containers die with it (no live-restore), which is the point: a restart is the outage a unit must survive.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        # Unix socket paths are limited to 108 bytes: ``root`` is a short directory under /tmp.
+        self.url = f"unix://{root}/docker.sock"
+        self._process: anyio.abc.Process | None = None
+        (root / "daemon.json").write_text("{}")  # not /etc/docker/daemon.json: nothing of the host's setup
+
+    def _argv(self) -> list[str]:
+        return [
+            *_PRIVATE_DOCKERD,  # unshare execs dockerd: the process is dockerd itself, to signal and wait for
+            *("--config-file", str(self.root / "daemon.json")),
+            *("--data-root", str(self.root / "data")),
+            *("--exec-root", str(self.root / "exec")),
+            *("--host", self.url),
+            *("--pidfile", str(self.root / "dockerd.pid")),
+        ]
+
+    async def start(self, *, within: float = 30) -> None:
+        """Start dockerd and return once it answers."""
+        assert self._process is None, "already running"
+        with (self.root / "dockerd.log").open("ab") as log:
+            self._process = await anyio.open_process(self._argv(), stdin=None, stdout=log, stderr=log)
+        await self._until_answers(within)
+
+    async def stop(self, *, crash: bool = False, within: float = 30) -> None:
+        """Stop dockerd and wait for it to exit.
+
+        SIGTERM by default: dockerd stops its containers, then its containerd. ``crash`` SIGKILLs it instead, as
+        the OOM killer would: containerd dies with it (dockerd asks for that), the containers' shims live on, and
+        the next dockerd (without live-restore) stops what it finds of them.
+        """
+        process, self._process = self._process, None
+        if process is None:
+            return
+        containerd = self._containerd_pid()
+        try:
+            if process.returncode is None and crash:
+                process.kill()
+            elif process.returncode is None:
+                process.terminate()
+            with anyio.fail_after(within):
+                await process.wait()
+                if crash and containerd is not None:
+                    await self._until_gone(containerd)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with anyio.move_on_after(5, shield=True):
+                    await process.wait()
+            await process.aclose()
+
+    async def restart(self, *, crash: bool = False) -> None:
+        await self.stop(crash=crash)
+        await self.start()
+
+    def _containerd_pid(self) -> int | None:
+        try:
+            return int((self.root / "exec" / "containerd" / "containerd.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    async def _until_gone(self, pid: int) -> None:
+        """Wait for a process that is not our child to end. A zombie nobody reaped yet has ended, but dockerd would
+        take its pid file for a live containerd and wait for it to answer: the stale pid file goes."""
+        # A poll: no event tells of the end of a process that is not our child.
+        while (state := _process_state(pid)) not in (None, "Z", "X"):  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+        if state is not None:
+            (self.root / "exec" / "containerd" / "containerd.pid").unlink(missing_ok=True)
+
+    async def copy_image(self, image: str, source: str) -> None:
+        """Copy ``image`` from the engine at ``source``: no registry is reachable from the engine's namespace."""
+        archive = self.root / "image.tar"
+        await anyio.run_process(["docker", "--host", source, "save", "--output", str(archive), image])
+        await anyio.run_process(["docker", "--host", self.url, "load", "--quiet", "--input", str(archive)])
+        archive.unlink()
+
+    def log_tail(self, lines: int = 20) -> str:
+        log = self.root / "dockerd.log"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+    async def _until_answers(self, within: float) -> None:
+        with anyio.fail_after(within):
+            async with DockerRuntime(self.url) as runtime:
+                while True:
+                    if self._process is not None and self._process.returncode is not None:
+                        raise RuntimeFailure(f"dockerd exited with {self._process.returncode}:\n{self.log_tail()}")
+                    try:
+                        await runtime.ping()
+                        return
+                    except RuntimeFailure:
+                        await anyio.sleep(0.05)  # a poll interval, not a wait for something to happen
+
+    def leftovers(self) -> list[int]:
+        """Processes still running from this engine's directory (containerd, shims) and what they started (the
+        containers' processes), should dockerd have died without stopping them."""
+        parents: dict[int, int] = {}
+        roots = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                # The parent pid is the second field after the command name, which may hold spaces and parens.
+                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if str(self.root).encode() in cmdline:
+                roots.append(int(entry.name))
+        found = set(roots)
+        while True:
+            more = {pid for pid, parent in parents.items() if parent in found} - found
+            if not more:
+                return sorted(found)
+            found |= more
+
+    def mounts(self) -> list[str]:
+        """Mount points left under the engine's directory, deepest first: dockerd bind-mounts its data root onto
+        itself and unmounts it on a clean exit only."""
+        points = []
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].replace("\\040", " ")
+            if point == str(self.root) or point.startswith(f"{self.root}/"):
+                points.append(point)
+        return sorted(points, key=len, reverse=True)
+
+
+def _process_state(pid: int) -> str | None:
+    """The state letter of a process (R, S, Z, ...), None once it is gone."""
+    try:
+        # Fields after the command name, which is in parentheses and may hold spaces and parentheses itself.
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+@pytest.fixture
+async def private_dockerd(docker_url: str) -> AsyncIterator[PrivateDockerd]:
+    """A running dockerd of the test's own, holding the shared engine's busybox; stopped and its directory removed
+    afterwards, whatever happened."""
+    root = Path(tempfile.mkdtemp(prefix="fleetlet-dockerd-", dir="/tmp"))
+    engine = PrivateDockerd(root)
+    try:
+        await engine.start()
+        await engine.copy_image("busybox:latest", docker_url)
+        yield engine
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await engine.stop()
+            finally:
+                # Only if dockerd could not shut down cleanly: what it started, found by this test's directory.
+                for pid in engine.leftovers():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                for point in engine.mounts():
+                    await anyio.run_process(["umount", "-l", point], check=False)
+                await anyio.to_thread.run_sync(lambda: shutil.rmtree(root, ignore_errors=True))

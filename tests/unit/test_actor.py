@@ -452,3 +452,25 @@ async def test_a_unit_after_docker_waits_for_the_engine_to_answer() -> None:
         messages = r.messages()
         assert any(m.startswith("hello.service: Waiting for the Docker engine: ") for m in messages)
         assert "hello.service: The Docker engine answers." in messages
+
+
+async def test_a_stopped_leftover_container_of_the_unit_does_not_block_its_name() -> None:
+    # An engine that went down after stopping a --rm container but before its removal leaves it behind, stopped.
+    unit = RESTARTING.replace('sh -c "exit 1"', "sleep 1000")
+    async with rig(unit, behaviour=lambda body: Behaviour()) as r:
+        old_hash = "0" * 40  # left by an older version of the unit: still ours
+        labels = {LABEL_UNIT: "hello.service", LABEL_HASH: old_hash, LABEL_MACHINE: MACHINE_ID, LABEL_ROLE: "main"}
+        leftover = await r.runtime.create({"Image": "busybox", "Labels": labels}, "flaky")
+        status = await r.ask(Start())
+        assert status.describe() == "loaded active running"
+        assert [c.id for c in await r.runtime.list()] == [status.container_id]
+        assert f"Removing leftover container flaky ({leftover[:12]}, created) of this unit" in r.messages()
+
+
+async def test_a_container_of_another_owner_keeps_its_name() -> None:
+    async with rig(RESTARTING.replace('sh -c "exit 1"', "sleep 1000"), behaviour=lambda body: Behaviour()) as r:
+        stranger = await r.runtime.create({"Image": "busybox", "Labels": {"owner": "someone else"}}, "flaky")
+        status = await r.ask(Start())
+        assert status.active in ("activating", "failed")  # auto-restart pending, or failed
+        assert (await r.runtime.inspect("flaky")).id == stranger
+        assert any("Conflict. The container name" in m for m in r.messages())
