@@ -92,6 +92,7 @@ class DockerRuntime:
     def __init__(self, url: str | None = None) -> None:
         self.url = docker_host(url)
         self._docker: aiodocker.Docker | None = None
+        self._connector: aiohttp.BaseConnector | None = None
 
     async def __aenter__(self) -> Self:
         self._client()
@@ -105,14 +106,24 @@ class DockerRuntime:
     async def aclose(self) -> None:
         """Close the HTTP session; shielded, so a cancelled owner still releases its connections."""
         docker, self._docker = self._docker, None
-        if docker is not None:
-            with anyio.move_on_after(5, shield=True):
+        connector, self._connector = self._connector, None
+        with anyio.move_on_after(5, shield=True):
+            if docker is not None:
                 await docker.close()
+            if connector is not None:
+                await connector.close()
 
     def _client(self) -> aiodocker.Docker:
         # Created on first use, inside the event loop, as aiohttp requires.
         if self._docker is None:
-            self._docker = aiodocker.Docker(url=self.url)
+            if self.url.startswith("unix://"):
+                # Every running unit holds a connection or two open for long (its wait call, its logs); aiohttp's
+                # default pool of 100 would make the 51st unit's requests queue behind them. A local socket needs
+                # no cap.
+                self._connector = aiohttp.UnixConnector(self.url.removeprefix("unix://"), limit=0)
+                self._docker = aiodocker.Docker(url="unix://localhost", connector=self._connector)
+            else:
+                self._docker = aiodocker.Docker(url=self.url)
         return self._docker
 
     @asynccontextmanager
