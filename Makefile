@@ -35,8 +35,9 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: install
-	$(PY) -m bench
+# The actor benchmark starts containers on the engine of .services.env, exported as for the tests.
+bench: install services
+	set -a; . ./.services.env; set +a; $(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .hypothesis .mypy_cache .ruff_cache

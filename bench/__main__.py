@@ -1,6 +1,7 @@
 """Run every benchmark: ``python -m bench`` (``make bench``)."""
 
-from bench import bench_units
+from bench import bench_actors, bench_units
 
 if __name__ == "__main__":
     bench_units.main()
+    bench_actors.main()

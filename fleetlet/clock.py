@@ -125,14 +125,21 @@ async def move_on_after(clock: Clock, seconds: float) -> AsyncIterator[Deadline]
     anyio's own ``move_on_after`` reads the event loop's clock, which a ManualClock cannot move.
     """
     deadline = Deadline()
-    async with anyio.create_task_group() as tg:
-        if not math.isinf(seconds):
+    try:
+        async with anyio.create_task_group() as tg:
+            if not math.isinf(seconds):
 
-            async def watchdog() -> None:
-                await clock.sleep(seconds)
-                deadline.expired = True
-                tg.cancel_scope.cancel()
+                async def watchdog() -> None:
+                    await clock.sleep(seconds)
+                    deadline.expired = True
+                    tg.cancel_scope.cancel()
 
-            tg.start_soon(watchdog)
-        yield deadline
-        tg.cancel_scope.cancel()
+                tg.start_soon(watchdog)
+            yield deadline
+            tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The watchdog never fails, so a group holds the block's own exception: raise it as the block raised it,
+        # as anyio.move_on_after would, rather than wrapped.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

@@ -92,21 +92,21 @@ async def run_actor(
     """Run an actor for ``text`` until the block ends; then close its mailbox (detach: containers keep running)."""
     unit = load_unit(text, name)
     container = container_spec(unit.file, unit.name, Report(name)) if "Container" in unit.file.sections() else None
+    executor = Executor(
+        unit=name,
+        unit_hash=unit.hash,
+        machine_id=machine_id,
+        runtime=runtime,
+        processes=processes,
+        journal=journal,
+        clock=clock,
+        container=container,
+    )
+    log = StatusLog()
+    actor = UnitActor(unit, runner=executor, clock=clock, journal=journal, publish=log.publish)
     async with anyio.create_task_group() as tg:
-        async with Executor(
-            unit=name,
-            unit_hash=unit.hash,
-            machine_id=machine_id,
-            runtime=runtime,
-            processes=processes,
-            journal=journal,
-            clock=clock,
-            container=container,
-        ) as executor:
-            log = StatusLog()
-            actor = UnitActor(unit, runner=executor, clock=clock, journal=journal, publish=log.publish)
-            running = Running(await tg.start(actor.run), journal, log)
-            try:
-                yield running
-            finally:
-                await running.mailbox.aclose()
+        running = Running(await tg.start(actor.run), journal, log)
+        try:
+            yield running
+        finally:
+            await running.mailbox.aclose()

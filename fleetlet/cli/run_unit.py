@@ -94,7 +94,7 @@ async def _serve(unit: CheckedUnit, path: Path, url: str, state_dir: Path, keep:
 
     async with DockerRuntime(url) as runtime, anyio.create_task_group() as tg:
         tg.start_soon(lambda: journal.follow(_print_entry(name), last=0))
-        async with Executor(
+        executor = Executor(
             unit=name,
             unit_hash=unit.hash,
             machine_id=machine.machine_id,
@@ -103,24 +103,22 @@ async def _serve(unit: CheckedUnit, path: Path, url: str, state_dir: Path, keep:
             journal=journal,
             clock=clock,
             container=container if "Container" in unit.file.sections() else None,
-        ) as executor:
-            actor = UnitActor(
-                unit, runner=executor, clock=clock, journal=journal, publish=settled.publish, machine=machine
-            )
-            mailbox = await tg.start(actor.run)
-            start = Start()
-            await mailbox.send(start)
-            interrupted = await _until_signal_or(settled)
-            if interrupted and keep:
-                final = actor.status
-                print(f"fleetlet run: leaving {name} running ({final.describe()})", file=sys.stderr)
-            elif interrupted:
-                stop = Stop()
-                await mailbox.send(stop)
-                final = await stop.reply.wait()
-            else:
-                final = actor.status
-            await mailbox.aclose()
+        )
+        actor = UnitActor(unit, runner=executor, clock=clock, journal=journal, publish=settled.publish, machine=machine)
+        mailbox = await tg.start(actor.run)
+        start = Start()
+        await mailbox.send(start)
+        interrupted = await _until_signal_or(settled)
+        if interrupted and keep:
+            final = actor.status
+            print(f"fleetlet run: leaving {name} running ({final.describe()})", file=sys.stderr)
+        elif interrupted:
+            stop = Stop()
+            await mailbox.send(stop)
+            final = await stop.reply.wait()
+        else:
+            final = actor.status
+        await mailbox.aclose()
         tg.cancel_scope.cancel()
     print(f"fleetlet run: {name}: {final.describe()} (result: {final.result})", file=sys.stderr)
     return 0 if final.result == "success" else 1

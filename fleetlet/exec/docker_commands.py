@@ -38,13 +38,13 @@ from fleetlet.exec.docker_values import parse_image_ref
 from fleetlet.exec.environment import resolve_docker_env
 from fleetlet.exec.runtime import (
     LABEL_HASH,
+    LABEL_REMOVE,
     LABEL_ROLE,
     ContainerRuntime,
     LogLine,
     LogSink,
     NameConflict,
     NoSuchContainer,
-    NoSuchImage,
     RuntimeFailure,
 )
 
@@ -105,6 +105,10 @@ async def run_docker(command: DockerCommand, ctx: DockerContext) -> int:
     except DockerCommandFailed as e:
         ctx.say(e.message, "stderr")
         return e.exit_code
+    except RuntimeFailure as e:  # the engine failed mid-command (went away, answered oddly)
+        prefix = "docker: " if isinstance(command, Run) else ""
+        ctx.say(f"{prefix}Error response from daemon: {e.message}", "stderr")
+        return EXIT_DAEMON_ERROR if isinstance(command, Run) else EXIT_FAILED
     raise AssertionError(f"unhandled docker command {command!r}")
 
 
@@ -119,7 +123,7 @@ async def start_container(run: Run, ctx: DockerContext, *, role: str) -> str:
         ctx.say(f"WARNING: {warning}", "stderr")
     await _ensure_image(ctx, spec)
     env = _container_env(spec, ctx)
-    labels = {**ctx.labels, LABEL_ROLE: role}
+    labels = {**ctx.labels, LABEL_ROLE: role, **({LABEL_REMOVE: "1"} if run.remove else {})}
     body = create_body(spec, env=env, labels=labels)
     container = ""
     try:
@@ -205,12 +209,20 @@ async def wait_with_logs(ctx: DockerContext, container: str) -> int:
         finally:
             logs_done.set()
 
+    failure: RuntimeFailure | None = None
+    status = 0
     async with anyio.create_task_group() as tg:
         tg.start_soon(follow)
-        status = await ctx.runtime.wait(container)
-        with anyio.move_on_after(_LOG_DRAIN_SECONDS):
-            await logs_done.wait()
+        try:
+            status = await ctx.runtime.wait(container)
+        except RuntimeFailure as e:  # kept out of the task group, which would wrap it in an ExceptionGroup
+            failure = e
+        else:
+            with anyio.move_on_after(_LOG_DRAIN_SECONDS):
+                await logs_done.wait()
         tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return status
 
 
@@ -219,11 +231,12 @@ async def _run(run: Run, ctx: DockerContext) -> int:
     if run.detach:
         ctx.say(container)
         return 0
+    status: int | None = None
     try:
         status = await wait_with_logs(ctx, container)
-    except BaseException:
-        await stop_and_remove(ctx, container, remove=run.remove)
-        raise
+    finally:
+        if status is None:  # cancelled (a timeout, a stop) or the engine failed: the command's container goes
+            await stop_and_remove(ctx, container, remove=run.remove)
     if run.remove:
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
             await _quietly(ctx.runtime.remove(container, force=True))
@@ -317,8 +330,6 @@ async def _remove(ctx: DockerContext, container: str, *, force: bool, volumes: b
 async def _pull(ctx: DockerContext, image: str, tag: str) -> int:
     try:
         await ctx.runtime.pull(image, tag, lambda line: ctx.say(line))
-    except NoSuchImage as e:
-        raise DockerCommandFailed(EXIT_FAILED, f"Error response from daemon: {e.message}") from e
     except RuntimeFailure as e:
         raise DockerCommandFailed(EXIT_FAILED, f"Error response from daemon: {e.message}") from e
     return 0

@@ -4,16 +4,13 @@
 subprocess. The main process of a service is a container (``docker run`` in ``ExecStart=``, or a ``[Container]``
 section) or a subprocess. A container outlives the agent and is adopted by the next one; a subprocess does not.
 
-An :class:`Executor` is an async context manager: it owns a task group for what follows a main process in the
-background (its output, a subprocess's life), so nothing it starts outlives it except the containers themselves.
+What follows a main process in the background (its output, a subprocess's life) runs in the actor's task group,
+which the actor attaches: nothing the executor starts outlives the actor except the containers themselves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
-from types import TracebackType
-from typing import Self
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -30,6 +27,7 @@ from fleetlet.exec.docker_commands import (
 from fleetlet.exec.runtime import (
     LABEL_HASH,
     LABEL_MACHINE,
+    LABEL_REMOVE,
     LABEL_ROLE,
     LABEL_UNIT,
     ContainerRuntime,
@@ -46,6 +44,8 @@ from fleetlet.service.ports import MainProcess, PreparedCommand
 # Backoff while waiting for an engine that went away (daemon restart) to answer again.
 _ENGINE_RETRY_FIRST = 0.5
 _ENGINE_RETRY_MAX = 5.0
+# Bound on the engine requests of a cleanup.
+_CLEANUP_SECONDS = 15.0
 # What a container that vanished with the engine is taken to have died of: SIGKILL, as 128+9.
 _VANISHED = 137
 
@@ -74,21 +74,10 @@ class Executor:
         self._clock = clock
         self._container = container
         self._sink: LogSink = log_sink(journal)
-        self._group: AbstractAsyncContextManager[TaskGroup] | None = None
-        self._tg: TaskGroup | None = None
+        self._tg: TaskGroup | None = None  # the actor's, for what follows a main process in the background
 
-    async def __aenter__(self) -> Self:
-        self._group = anyio.create_task_group()
-        self._tg = await self._group.__aenter__()
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> bool | None:
-        assert self._group is not None
-        assert self._tg is not None
-        self._tg.cancel_scope.cancel()  # stop following output; the containers themselves keep running
-        return await self._group.__aexit__(kind, error, trace)
+    def attach(self, task_group: TaskGroup) -> None:
+        self._tg = task_group
 
     # --- UnitRunner -----------------------------------------------------------------------------------------
 
@@ -141,16 +130,19 @@ class Executor:
             raise RuntimeError(f"{self._unit} has no [Container] section")
         spec = self._container
         ctx = self._docker({})
-        if spec.name:  # like Quadlet's --replace: a leftover container of the same name goes first
-            try:
-                await self._runtime.remove(spec.name, force=True)
-            except NoSuchContainer:
-                pass
         try:
+            if spec.name:  # like Quadlet's --replace: a leftover container of the same name goes first
+                try:
+                    await self._runtime.remove(spec.name, force=True)
+                except NoSuchContainer:
+                    pass
             container = await start_container(Run(spec, remove=True), ctx, role="main")
         except DockerCommandFailed as e:
             ctx.say(e.message, "stderr")
             return ExitStatus.exited(e.exit_code), None
+        except RuntimeFailure as e:
+            ctx.say(f"docker: Error response from daemon: {e.message}", "stderr")
+            return ExitStatus.exited(EXIT_DAEMON_ERROR), None
         return None, self._container_main(container, remove=True)
 
     async def wait_for_engine(self) -> None:
@@ -163,15 +155,33 @@ class Executor:
         self._journal.write(f"{self._unit}: The Docker engine answers.")
 
     async def adopt(self) -> MainProcess | None:
+        """This machine's running main container of this version of the unit, if any.
+
+        Main containers of the unit this machine no longer wants go: a stopped one is removed, and a running one of
+        an older version of the unit is stopped and removed, so that the current version can start in its place.
+        """
+        owned = {LABEL_UNIT: self._unit, LABEL_MACHINE: self._labels[LABEL_MACHINE], LABEL_ROLE: "main"}
         try:
-            candidates = await self._runtime.list({LABEL_UNIT: self._unit, LABEL_ROLE: "main"})
+            candidates = await self._runtime.list(owned)
         except RuntimeFailure as e:
             self._journal.write(f"{self._unit}: Cannot look for a running container to adopt: {e}")
             return None
+        adopted: ContainerMain | None = None
         for state in candidates:
-            if state.running and state.labels.get(LABEL_HASH) == self._hash:
-                return self._container_main(state.id, remove=False, since=self._clock.time())
-        return None
+            current = state.labels.get(LABEL_HASH) == self._hash
+            if state.running and current and adopted is None:
+                remove = state.labels.get(LABEL_REMOVE) == "1"
+                adopted = self._container_main(state.id, remove=remove, since=self._clock.time())
+                continue
+            what = "running container of an older version" if state.running else f"{state.status} container"
+            self._journal.write(f"{self._unit}: Removing {what} {state.name} ({state.id[:12]}) of this unit.")
+            try:
+                if state.running:
+                    await self._runtime.stop(state.id, None)
+                await self._runtime.remove(state.id, force=True)
+            except RuntimeFailure as e:
+                self._journal.write(f"{self._unit}: Could not remove {state.name}: {e}")
+        return adopted
 
     # --- main processes ---------------------------------------------------------------------------------------
 
@@ -179,13 +189,13 @@ class Executor:
         return DockerContext(self._runtime, self._labels, env, self._sink)
 
     def _container_main(self, container: str, *, remove: bool, since: float = 0.0) -> ContainerMain:
-        assert self._tg is not None, "use the Executor as an async context manager"
+        assert self._tg is not None, "attach() the actor's task group first"
         main = ContainerMain(self._runtime, container, remove=remove, clock=self._clock)
         self._tg.start_soon(_follow_output, self._runtime, container, self._sink, since)
         return main
 
     async def _start_process(self, command: PreparedCommand) -> tuple[ExitStatus | None, MainProcess | None]:
-        assert self._tg is not None, "use the Executor as an async context manager"
+        assert self._tg is not None, "attach() the actor's task group first"
         try:
             main: ProcessMain = await self._tg.start(self._host_process, command)
         except SpawnFailed as e:
@@ -229,11 +239,14 @@ class ContainerMain:
         while self._status is None:
             try:
                 self._status = ExitStatus.exited(await self._runtime.wait(self._container))
+            except NoSuchContainer:
+                self._status = ExitStatus.exited(_VANISHED)
             except EngineUnavailable:
                 await until_engine_answers(self._runtime, self._clock)
                 self._status = await self._status_after_outage()
-            except NoSuchContainer:
-                self._status = ExitStatus.exited(_VANISHED)
+            except RuntimeFailure:  # an odd answer: look again a little later rather than at once
+                await self._clock.sleep(_ENGINE_RETRY_MAX)
+                self._status = await self._status_after_outage()
         return self._status
 
     async def signal(self, signum: int) -> None:
@@ -245,12 +258,13 @@ class ContainerMain:
     async def release(self) -> None:
         if not self._remove:
             return
-        try:
-            state = await self._runtime.inspect(self._container)
-            if not state.running:  # KillMode=none may leave it running: then it is not ours to remove
-                await self._runtime.remove(self._container, force=True)
-        except NoSuchContainer:
-            pass
+        with anyio.move_on_after(_CLEANUP_SECONDS):  # a hung engine must not hold up a stop for ever
+            try:
+                state = await self._runtime.inspect(self._container)
+                if not state.running:  # KillMode=none may leave it running: then it is not ours to remove
+                    await self._runtime.remove(self._container, force=True)
+            except NoSuchContainer:
+                pass
 
     async def _status_after_outage(self) -> ExitStatus | None:
         """After an engine outage: the container's end if it ended meanwhile, None if it still runs."""
@@ -258,7 +272,7 @@ class ContainerMain:
             state = await self._runtime.inspect(self._container)
         except NoSuchContainer:
             return ExitStatus.exited(_VANISHED)
-        except EngineUnavailable:
+        except RuntimeFailure:
             return None
         return None if state.running else ExitStatus.exited(state.exit_code)
 
@@ -298,7 +312,7 @@ async def until_engine_answers(runtime: ContainerRuntime, clock: Clock) -> None:
         try:
             await runtime.ping()
             return
-        except EngineUnavailable:
+        except RuntimeFailure:
             await clock.sleep(delay)
             delay = min(delay * 2, _ENGINE_RETRY_MAX)
 

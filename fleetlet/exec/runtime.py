@@ -22,6 +22,7 @@ LABEL_UNIT = "fleetlet.unit"
 LABEL_HASH = "fleetlet.hash"
 LABEL_MACHINE = "fleetlet.machine"
 LABEL_ROLE = "fleetlet.role"  # "main" for the unit's main container, "command" for any other
+LABEL_REMOVE = "fleetlet.rm"  # "1" when the container was run with --rm: whoever sees it end removes it
 
 Stream = Literal["stdout", "stderr"]
 

@@ -40,6 +40,8 @@ T = TypeVar("T")
 
 # How long to wait for the engine to confirm a SIGKILL took effect before giving up on the process.
 _SIGKILL_GRACE = 10.0
+# Bound on cleanup that runs shielded from cancellation, so a hung engine cannot hold a stop for ever.
+_CLEANUP_SECONDS = 15.0
 
 
 class Reply(Generic[T]):
@@ -127,16 +129,18 @@ class UnitActor:
         self._machine = machine or MachineFacts()
         self._base_environment = dict(base_environment or {"PATH": "/usr/local/bin:/usr/bin:/bin"})
         self._mailbox_size = mailbox_size
-        self._description = _description(unit)
+        self._description = _description(unit, self._machine)
         self._needs_docker = _orders_after_docker(unit)
         self._status = UnitStatus(name=unit.name.full, hash=unit.hash, since=clock.time())
         self._start_limit = StartLimit(self.config.start_limit_interval_sec, self.config.start_limit_burst)
         self._cycling = False  # a lifecycle task runs (starting, running, stopping or waiting to restart)
-        self._interruptible: anyio.CancelScope | None = None  # the start-phase step a stop may cut short
+        self._interruptible: anyio.CancelScope | None = None  # the step of the lifecycle a stop may cut short
+        self._reloading: anyio.CancelScope | None = None  # a reload in progress, which any stop cancels
         self._stop_requested = False
-        self._start_after_stop = False
+        self._start_queued = False  # a start asked for while the unit was on its way down
         self._start_waiters: list[Reply[UnitStatus]] = []
         self._stop_waiters: list[Reply[UnitStatus]] = []
+        self._reload_waiters: list[Reply[UnitStatus]] = []
         self._result: Result = "success"
         self._main: MainProcess | None = None
         self._task_group: TaskGroup | None = None
@@ -152,9 +156,10 @@ class UnitActor:
     # --- the actor task -----------------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[Mailbox] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Serve the mailbox until it is closed, then detach, leaving a running main process running."""
+        """Serve the mailbox until it is closed, then detach, leaving a running main container running."""
         async with anyio.create_task_group() as tg:
             self._task_group = tg
+            self._runner.attach(tg)
             adopted = await self._runner.adopt()
             if adopted is not None:
                 self._adopt(adopted)
@@ -163,7 +168,11 @@ class UnitActor:
             async with receive:
                 async for message in receive:
                     self._handle(message)
+                    del message  # an idle actor should not keep its last message (and its reply) alive
             tg.cancel_scope.cancel()
+        # Detached: whoever still waits learns where the unit stood.
+        for waiters in (self._start_waiters, self._stop_waiters, self._reload_waiters):
+            self._answer(waiters)
 
     def _handle(self, message: Message) -> None:
         status = self._status
@@ -172,17 +181,15 @@ class UnitActor:
                 reply.send(status)
             case Start(reply):
                 if not self._cycling:
-                    self._begin(manual=True)
-                    self._start_waiters.append(reply)
-                elif self._stop_requested:
-                    self._start_after_stop = True
-                    self._start_waiters.append(reply)
+                    self._begin()
+                elif self._stop_requested or status.active == "deactivating":
+                    self._start_queued = True  # systemd keeps the start job waiting until the stop is over
                 elif status.active in ("active", "reloading"):
                     reply.send(status)
-                else:
-                    self._start_waiters.append(reply)
+                    return
+                self._start_waiters.append(reply)
             case Stop(reply):
-                self._start_after_stop = False
+                self._start_queued = False
                 if not self._cycling:
                     reply.send(status)
                     return
@@ -190,57 +197,69 @@ class UnitActor:
                 self._request_stop()
             case Restart(reply):
                 if not self._cycling:
-                    self._begin(manual=True)
+                    self._begin()
                 else:
-                    self._start_after_stop = True
+                    self._start_queued = True
                     self._request_stop()
                 self._start_waiters.append(reply)
             case Reload(reply):
-                if status.sub != "running" or self._task_group is None:
+                if status.sub not in ("running", "exited") or self._reloading is not None:
                     reply.send(status)
-                    return
-                self._task_group.start_soon(self._reload, reply)
+                elif not self.config.exec_reload:
+                    self._journal.write(f"{self.name}: Reload is not supported: the unit has no ExecReload=.")
+                    reply.send(status)
+                else:
+                    assert self._task_group is not None
+                    self._reload_waiters.append(reply)
+                    self._task_group.start_soon(self._reload)
 
-    def _begin(self, *, manual: bool) -> None:
+    def _begin(self, adopted: MainProcess | None = None) -> None:
         assert self._task_group is not None
-        if manual:
-            # An explicit start clears the record of automatic ones, like `systemctl reset-failed` + start.
-            self._start_limit.reset()
-            self._status = replace(self._status, restarts=0)
-        self._stop_requested = False
         self._cycling = True
-        self._task_group.start_soon(self._run_lifecycle, None)
+        self._stop_requested = False
+        self._task_group.start_soon(self._run_lifecycle, adopted)
+
+    def _reset_for_manual_start(self) -> None:
+        # An explicit start clears the record of automatic ones, like `systemctl reset-failed` then start:
+        # someone asked for it, so it is not the crash loop the start limit is there to stop.
+        self._start_limit.reset()
+        self._status = replace(self._status, restarts=0)
 
     def _request_stop(self) -> None:
         self._stop_requested = True
-        if self._interruptible is not None:
-            self._interruptible.cancel()
+        for scope in (self._interruptible, self._reloading):
+            if scope is not None:
+                scope.cancel()
 
     def _adopt(self, main: MainProcess) -> None:
         """A main container already running with our hash: supervise it without restarting it."""
-        assert self._task_group is not None
         self._main = main
         self._journal.write(f"{self.name}: Adopted running {main.description}.")
         self._set("running")
-        self._cycling = True
-        self._task_group.start_soon(self._run_lifecycle, main)
+        self._begin(main)
 
     # --- the lifecycle ------------------------------------------------------------------------------------
 
     async def _run_lifecycle(self, adopted: MainProcess | None) -> None:
         try:
             await self._cycle(adopted)
+        except Exception as e:  # nothing the engine does may take the agent down: the unit fails instead
+            self._journal.write(f"{self.name}: Supervision failed: {e!r}")
+            self._fail("resources")
+            if self._main is not None:
+                await self._release(self._main)
+                self._main = None
+            self._finish()
         finally:
             self._cycling = False
             self._interruptible = None
         self._answer(self._stop_waiters)
-        if self._start_after_stop:
-            self._start_after_stop = False
-            self._begin(manual=True)
 
     async def _cycle(self, adopted: MainProcess | None) -> None:
-        """Start, run and stop, going round again as long as Restart= says so."""
+        """Start, run and stop, going round again as long as Restart= (or a queued start) says so."""
         main = adopted
+        if main is None:
+            self._reset_for_manual_start()
         while True:
             if main is None:
                 if not self._start_limit.allow(self._clock.monotonic()):
@@ -256,38 +275,45 @@ class UnitActor:
             main = None
             ended_by_request = self._stop_requested
             self._finish()
+            if self._start_queued:  # a start (or restart) came while the unit was on its way down
+                self._start_queued = False
+                self._stop_requested = False
+                self._reset_for_manual_start()
+                continue
             if not restarts(self.config.restart, self._result, stopped_by_request=ended_by_request):
                 return
             if not await self._wait_to_restart():
                 return
 
     async def _start(self) -> MainProcess | None:
-        """start-pre, start, start-post. Returns the main process; on failure runs the stop phases itself."""
+        """start-pre, start, start-post: the main process, or None when nothing is left running.
+
+        Whatever went wrong, the stop phases have run by the time this returns None.
+        """
         config = self.config
         self._journal.write(f"Starting {self._description}...")
         try:
-            self._set("start-pre")
             if self._needs_docker:
-                await self._interruptible_step(math.inf, "start-pre", self._runner.wait_for_engine())
+                self._set("start-pre")
+                await self._step(self._runner.wait_for_engine())
             if not await self._control_commands("start-pre", config.exec_start_pre, config.timeout_start_sec):
-                await self._stop_post()
+                await self._stop(None, exec_stop=False)
                 return None
-            self._set("start")
             main = await self._start_main()
             if main is None and self._result != "success":
-                await self._stop_post()
+                await self._stop(None, exec_stop=False)
                 return None
             self._main = main
-            self._set("start-post")
             if not await self._control_commands("start-post", config.exec_start_post, config.timeout_start_sec):
-                await self._stop(main)
+                await self._stop(main, exec_stop=False)
                 return None
         except _Interrupted:
-            await self._stop_after_interrupted_start(self._main)
+            # A stop during start skips ExecStop, as systemd does: signal what runs, then ExecStopPost.
+            await self._stop(self._main, exec_stop=False)
             return None
         if main is None and not (config.type == "oneshot" and config.remain_after_exit):
             # Nothing left running (a oneshot, or a command that exited at once): the service stops by itself.
-            await self._stop(None)
+            await self._stop(None, exec_stop=True)
             return None
         self._set("running" if main is not None else "exited")
         self._journal.write(f"Started {self._description}.")
@@ -299,82 +325,68 @@ class UnitActor:
         if config.type == "oneshot":  # its ExecStart commands run to completion, like control commands
             await self._control_commands("start", config.exec_start, config.timeout_start_sec)
             return None
-        timeout = config.timeout_start_sec
+        self._set("start")
+        forking = config.type == "forking"
+        # Under systemd a simple service's main process is the docker CLI itself: pulling the image and creating
+        # the container happen after the start, so no start timeout bounds them. Forking waits for its starter.
+        limit = config.timeout_start_sec if forking else math.inf
         if not config.exec_start:  # a [Container] section
-            outcome = await self._interruptible_step(timeout, "start", self._runner.start_container())
+            outcome = await self._bounded_step(limit, "start", self._runner.start_container())
         else:
             command = self._prepare(config.exec_start[0])
-            forking = config.type == "forking"
-            outcome = await self._interruptible_step(
-                timeout, "start", self._runner.start_main(command, forking=forking)
-            )
+            if command is None:
+                self._fail("resources")
+                return None
+            outcome = await self._bounded_step(limit, "start", self._runner.start_main(command, forking=forking))
         if outcome is None:
             return None
         status, main = outcome
-        if status is not None:  # the command ended at once: under systemd that was the main process ending
-            self._journal.write(f"{self.name}: Main process exited, {status.describe()}")
-            self._status = replace(self._status, exit_status=status.describe())
-            if not status.is_clean(*config.success_exit_status, daemon=True):
-                self._fail("exit-code" if status.code is not None else "signal")
+        if status is not None:
+            if forking:  # the starter is a control process; its success hands over to the daemon it left
+                self._record_control_exit(status, config.exec_start[0])
+            else:  # the command ended at once: under systemd that was the main process ending
+                self._main_exited(status)
         return main
 
     async def _run_until_stopped(self, main: MainProcess | None) -> None:
         """running (or exited): until the main process ends or a stop is asked for, then the stop phases."""
         if main is None:
-            with anyio.CancelScope() as self._interruptible:
-                if not self._stop_requested:
-                    await anyio.sleep_forever()
-            self._interruptible = None
-            await self._stop(None)
+            await self._unless_stopped(anyio.sleep_forever())
+            await self._stop(None, exec_stop=True)
             return
-        status: ExitStatus | None = None
-        with anyio.CancelScope() as self._interruptible:
-            if not self._stop_requested:
-                status = await main.wait()
-        self._interruptible = None
+        status = await self._unless_stopped(main.wait())
         if status is not None:
-            self._main_exited(main, status)
-            await self._stop(None, already_exited=main)
+            self._main_exited(status)
+            await self._stop(None, exec_stop=True, ended=main)
         else:
-            await self._stop(main)
+            await self._stop(main, exec_stop=True)
 
-    async def _stop(self, main: MainProcess | None, *, already_exited: MainProcess | None = None) -> None:
-        """stop (ExecStop), stop-sigterm, stop-sigkill, stop-post."""
+    async def _stop(self, main: MainProcess | None, *, exec_stop: bool, ended: MainProcess | None = None) -> None:
+        """stop (ExecStop, unless the start never completed), stop-sigterm, stop-sigkill, stop-post."""
         config = self.config
+        if self._reloading is not None:
+            self._reloading.cancel()
         if self._stop_requested:
             self._journal.write(f"Stopping {self._description}...")
-        self._set("stop")
-        await self._control_commands("stop", config.exec_stop, config.timeout_stop_sec, interruptible=False)
-        if main is not None:
+        if exec_stop:
+            await self._control_commands("stop", config.exec_stop, config.timeout_stop_sec, interruptible=False)
+        if main is not None and config.kill_mode != "none":
             await self._terminate(main)
-        await self._stop_post()
-        for finished in (main, already_exited):
+        await self._control_commands("stop-post", config.exec_stop_post, config.timeout_stop_sec, interruptible=False)
+        for finished in (main, ended):
             if finished is not None:
                 await self._release(finished)
         self._main = None
 
-    async def _stop_after_interrupted_start(self, main: MainProcess | None) -> None:
-        """A stop during start skips ExecStop, as systemd does: signal what runs, then ExecStopPost."""
-        self._journal.write(f"Stopping {self._description}...")
-        if main is not None:
-            await self._terminate(main)
-            await self._release(main)
-        await self._stop_post()
-        self._main = None
-
     async def _terminate(self, main: MainProcess) -> None:
-        """stop-sigterm then stop-sigkill, unless the main process has already gone."""
+        """stop-sigterm, then stop-sigkill after TimeoutStopSec, unless the main process has already gone."""
         config = self.config
+        self._set("stop-sigterm")
+        await main.signal(config.kill_signal)
         status: ExitStatus | None = None
-        if config.kill_mode != "none":
-            self._set("stop-sigterm")
-            await main.signal(config.kill_signal)
         async with move_on_after(self._clock, config.timeout_stop_sec) as deadline:
             status = await main.wait()
         if deadline.expired:
-            if config.kill_mode == "none":
-                self._journal.write(f"{self.name}: State 'stop' timed out. Skipping SIGKILL (KillMode=none).")
-                return
             self._journal.write(f"{self.name}: State 'stop-sigterm' timed out. Killing.")
             self._fail("timeout")
             self._set("stop-sigkill")
@@ -382,25 +394,19 @@ class UnitActor:
             async with move_on_after(self._clock, _SIGKILL_GRACE):
                 status = await main.wait()
         if status is not None:
-            self._main_exited(main, status)
-
-    async def _stop_post(self) -> None:
-        self._set("stop-post")
-        await self._control_commands(
-            "stop-post", self.config.exec_stop_post, self.config.timeout_stop_sec, interruptible=False
-        )
+            self._main_exited(status)
 
     async def _release(self, main: MainProcess) -> None:
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
             try:
                 await main.release()
             except Exception as e:  # cleanup must not turn a stop into a crash
                 self._journal.write(f"{self.name}: Failed to clean up {main.description}: {e}")
 
     def _finish(self, *, quietly: bool = False) -> None:
-        """Settle in failed or dead, as the result says; a start job still waiting is over."""
+        """Settle in failed or dead, as the result says; a start job still waiting is over (unless one is queued)."""
         self._set("failed" if self._result != "success" else "dead")
-        if not self._start_after_stop:
+        if not self._start_queued:
             self._answer(self._start_waiters)
         if quietly:
             return
@@ -413,50 +419,62 @@ class UnitActor:
 
     async def _wait_to_restart(self) -> bool:
         """auto-restart: wait RestartSec unless a stop comes first. True when the restart should go ahead."""
-        self._status = replace(self._status, restarts=self._status.restarts + 1)
         self._set("auto-restart")
-        with anyio.CancelScope() as self._interruptible:
-            if not self._stop_requested:
-                await self._clock.sleep(self.config.restart_sec)
-        self._interruptible = None
-        if self._stop_requested:  # the failure that led here has been reported already
+        await self._unless_stopped(self._clock.sleep(self.config.restart_sec))
+        if self._stop_requested:  # the failure was reported; a stop now ends in dead, as with systemd
+            self._result = "success"
             self._finish(quietly=True)
             self._journal.write(f"Stopped {self._description}.")
             return False
+        self._status = replace(self._status, restarts=self._status.restarts + 1)
         self._journal.write(f"{self.name}: Scheduled restart job, restart counter is at {self._status.restarts}.")
         return True
 
-    async def _reload(self, reply: Reply[UnitStatus]) -> None:
-        self._set("reload")
-        self._journal.write(f"Reloading {self._description}...")
-        ok = True
-        for command in self.config.exec_reload:
-            prepared = self._prepare(command)
-            async with move_on_after(self._clock, self.config.timeout_start_sec) as deadline:
-                status = await self._runner.run_control(prepared)
-            if deadline.expired:
-                self._journal.write(f"{self.name}: reload operation timed out.")
-                ok = False
-                break
-            if not status.is_clean(*self.config.success_exit_status) and not command.ignore_failure:
-                self._journal.write(f"{self.name}: Control process exited, {status.describe()}")
-                ok = False
-                break
-        if self._status.sub == "reload":
-            self._set("running")
-        self._journal.write(f"Reloaded {self._description}." if ok else f"Reload failed for {self._description}.")
-        reply.send(self._status)
+    async def _reload(self) -> None:
+        """ExecReload: a failure fails the reload only, never the unit; any stop cancels it."""
+        previous = self._status.sub
+        ok = False
+        with anyio.CancelScope() as self._reloading:
+            self._journal.write(f"Reloading {self._description}...")
+            ok = await self._control_commands(
+                "reload", self.config.exec_reload, self.config.timeout_start_sec, interruptible=False, fails_unit=False
+            )
+        cancelled = self._reloading.cancelled_caught
+        self._reloading = None
+        if cancelled:
+            self._journal.write(f"{self.name}: Reload cancelled by a stop.")
+        else:
+            if self._status.sub == "reload":
+                self._set(previous)
+            self._journal.write(f"Reloaded {self._description}." if ok else f"Reload failed for {self._description}.")
+        self._answer(self._reload_waiters)
 
     # --- steps --------------------------------------------------------------------------------------------
 
     async def _control_commands(
-        self, phase: str, commands: tuple[ExecCommand, ...], limit: float, *, interruptible: bool = True
+        self,
+        phase: SubState,
+        commands: tuple[ExecCommand, ...],
+        limit: float,
+        *,
+        interruptible: bool = True,
+        fails_unit: bool = True,
     ) -> bool:
-        """Run one phase's commands in order; False (result recorded) when one fails without ``-``."""
+        """Run one phase's commands in order, each bounded by ``limit``; False when one fails without ``-``.
+
+        A phase without commands is skipped without showing in the unit's state, as systemd skips it.
+        """
+        if not commands:
+            return True
+        self._set(phase)
         for command in commands:
             prepared = self._prepare(command)
+            if prepared is None:
+                if fails_unit:
+                    self._fail("resources")
+                return False
             if interruptible:
-                status = await self._interruptible_step(limit, phase, self._runner.run_control(prepared))
+                status = await self._bounded_step(limit, phase, self._runner.run_control(prepared))
                 if status is None:
                     return False
             else:
@@ -464,23 +482,19 @@ class UnitActor:
                     status = await self._runner.run_control(prepared)
                 if deadline.expired:
                     self._journal.write(f"{self.name}: {phase} operation timed out. Terminating.")
-                    self._fail("timeout")
+                    if fails_unit:
+                        self._fail("timeout")
                     return False
-            if not self._record_control_exit(status, command):
+            if not self._record_control_exit(status, command, fails_unit=fails_unit):
                 return False
         return True
 
-    async def _interruptible_step(self, limit: float, phase: str, step: Coroutine[Any, Any, T]) -> T | None:
-        """Await ``step`` bounded by ``limit`` seconds; a stop request cancels it and raises _Interrupted."""
-        if self._stop_requested:
-            step.close()
-            raise _Interrupted
-        result: T | None = None
-        with anyio.CancelScope() as self._interruptible:
-            async with move_on_after(self._clock, limit) as deadline:
-                result = await step
-        self._interruptible = None
-        if self._stop_requested:
+    async def _bounded_step(self, limit: float, phase: str, step: Coroutine[Any, Any, T]) -> T | None:
+        """A start step bounded by ``limit`` seconds (None: timed out, result recorded); _Interrupted on a stop."""
+        done, result = True, None
+        async with move_on_after(self._clock, limit) as deadline:
+            done, result = await self._unless_stopped_done(step)
+        if not done:
             raise _Interrupted
         if deadline.expired:
             self._journal.write(f"{self.name}: {phase} operation timed out. Terminating.")
@@ -488,17 +502,43 @@ class UnitActor:
             return None
         return result
 
-    def _record_control_exit(self, status: ExitStatus, command: ExecCommand) -> bool:
+    async def _step(self, step: Coroutine[Any, Any, T]) -> T:
+        """A start step that a stop request cuts short by raising _Interrupted."""
+        done, result = await self._unless_stopped_done(step)
+        if not done:
+            raise _Interrupted
+        return result  # type: ignore[return-value]
+
+    async def _unless_stopped(self, step: Coroutine[Any, Any, T]) -> T | None:
+        """Await ``step`` unless a stop request comes first (then None)."""
+        return (await self._unless_stopped_done(step))[1]
+
+    async def _unless_stopped_done(self, step: Coroutine[Any, Any, T]) -> tuple[bool, T | None]:
+        """``(True, result)`` when ``step`` finished; ``(False, None)`` when a stop request came first."""
+        if self._stop_requested:
+            step.close()
+            return False, None
+        result: T | None = None
+        with anyio.CancelScope() as scope:
+            self._interruptible = scope
+            result = await step
+        self._interruptible = None
+        if scope.cancelled_caught:
+            return False, None
+        return True, result
+
+    def _record_control_exit(self, status: ExitStatus, command: ExecCommand, *, fails_unit: bool = True) -> bool:
         """Judge a control command's end; True when the phase may go on."""
         if status.is_clean(*self.config.success_exit_status):
             return True
         self._journal.write(f"{self.name}: Control process exited, {status.describe()}")
         if command.ignore_failure:
             return True
-        self._fail("exit-code" if status.code is not None else "signal")
+        if fails_unit:
+            self._fail("exit-code" if status.code is not None else "signal")
         return False
 
-    def _main_exited(self, main: MainProcess, status: ExitStatus) -> None:
+    def _main_exited(self, status: ExitStatus) -> None:
         self._status = replace(self._status, exit_status=status.describe())
         self._journal.write(f"{self.name}: Main process exited, {status.describe()}")
         if not status.is_clean(*self.config.success_exit_status, daemon=True):
@@ -509,9 +549,11 @@ class UnitActor:
         if self._result == "success":
             self._result = result
 
-    def _prepare(self, command: ExecCommand) -> PreparedCommand:
-        """Resolve specifiers, the environment (EnvironmentFile= re-read now) and ``$VAR``."""
+    def _prepare(self, command: ExecCommand) -> PreparedCommand | None:
+        """Resolve specifiers, the environment (EnvironmentFile= re-read now) and ``$VAR``; None if that fails."""
         env = self._environment()
+        if env is None:
+            return None
         argv = [expand(word, self.unit.name, self._machine) for word in command.argv]
         if not command.no_env_expansion:
             argv = expand_argv(argv, env)
@@ -521,7 +563,9 @@ class UnitActor:
             argv = [argv[0], *argv[2:]]
         return PreparedCommand(tuple(argv), env, command.ignore_failure, argv0, command.raw)
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self) -> dict[str, str] | None:
+        """Environment= then each EnvironmentFile=; None when a file without ``-`` cannot be read (systemd then
+        refuses to run the command, and so does fleetlet)."""
         env = dict(self._base_environment)
         for key, value in self.config.environment:
             env[key] = expand(value, self.unit.name, self._machine)
@@ -532,6 +576,7 @@ class UnitActor:
             except (OSError, ValueError) as e:
                 if not optional:
                     self._journal.write(f"{self.name}: Failed to load environment file {path}: {e}")
+                    return None
         return env
 
     def _set(self, sub: SubState) -> None:
@@ -564,8 +609,8 @@ def _orders_after_docker(unit: CheckedUnit) -> bool:
     return False
 
 
-def _description(unit: CheckedUnit) -> str:
+def _description(unit: CheckedUnit, machine: MachineFacts) -> str:
     entry = unit.file.last("Unit", "Description")
     if entry is None or not entry.value:
         return unit.name.full
-    return expand(entry.value, unit.name, MachineFacts())
+    return expand(entry.value, unit.name, machine)

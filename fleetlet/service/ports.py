@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from anyio.abc import TaskGroup
+
 from fleetlet.exec.status import ExitStatus
 
 
@@ -50,6 +52,9 @@ class MainProcess(Protocol):
 
 class UnitRunner(Protocol):
     """Runs one unit's commands on this machine."""
+
+    def attach(self, task_group: TaskGroup) -> None:
+        """The actor's task group, where the runner keeps what must follow a main process (its output)."""
 
     async def run_control(self, command: PreparedCommand) -> ExitStatus:
         """Run a command to completion (ExecStartPre, ExecStop, ...).

@@ -12,11 +12,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import pytest
 
 from fleetlet.clock import ManualClock
 from fleetlet.exec.fake_runtime import Behaviour, FakeRuntime
-from fleetlet.exec.runtime import LABEL_HASH, LABEL_MACHINE, LABEL_ROLE, LABEL_UNIT
+from fleetlet.exec.runtime import LABEL_HASH, LABEL_MACHINE, LABEL_REMOVE, LABEL_ROLE, LABEL_UNIT
 from fleetlet.exec.status import ExitStatus
 from fleetlet.exec.subprocess_runner import FakeBehaviour, FakeProcessRunner
 from fleetlet.service.actor import Mailbox, Message, Reload, Restart, Start, Stop
@@ -139,6 +140,7 @@ async def test_hello_world_starts_and_runs_its_container() -> None:
             LABEL_HASH: load_unit(HELLO_WORLD, "hello.service").hash,
             LABEL_MACHINE: MACHINE_ID,
             LABEL_ROLE: "main",
+            LABEL_REMOVE: "1",
         }
         assert status.container_id is not None
         r.runtime.emit(status.container_id, "stdout", "Hello World")
@@ -148,7 +150,7 @@ async def test_hello_world_starts_and_runs_its_container() -> None:
         assert "Started HelloWorldApp." in messages
         assert "Hello World" in messages
         assert "Error response from daemon: No such container: busybox1" in messages  # the `-` prefixed rm
-        assert r.states() == ["activating/start-pre", "activating/start", "activating/start-post", "active/running"]
+        assert r.states() == ["activating/start-pre", "activating/start", "active/running"]  # no ExecStartPost
 
 
 async def test_stop_runs_exec_stop_then_the_container_is_gone() -> None:
@@ -160,13 +162,12 @@ async def test_stop_runs_exec_stop_then_the_container_is_gone() -> None:
         assert r.runtime.called("stop")[0].args[0] == "busybox1"
         assert running.container_id is not None
         assert await r.runtime.list({LABEL_UNIT: "hello.service"}) == []  # --rm: removed after it exited
-        assert r.states()[-5:] == [
+        assert r.states()[-4:] == [
             "active/running",
             "deactivating/stop",
             "deactivating/stop-sigterm",
-            "deactivating/stop-post",
             "inactive/dead",
-        ]
+        ]  # no ExecStopPost: systemd shows no stop-post state either
         assert "Stopped HelloWorldApp." in r.messages()
 
 
@@ -474,3 +475,225 @@ async def test_a_container_of_another_owner_keeps_its_name() -> None:
         assert status.active in ("activating", "failed")  # auto-restart pending, or failed
         assert (await r.runtime.inspect("flaky")).id == stranger
         assert any("Conflict. The container name" in m for m in r.messages())
+
+
+# --- edge cases: engine failures, messages crossing, systemd's rules for each phase ------------------------------
+
+DOCKER_PRE = """\
+[Service]
+ExecStartPre=/usr/bin/docker run --rm --name prepare busybox sleep 1000
+ExecStart=/usr/bin/docker run --rm --name web busybox sleep 1000
+"""
+
+
+async def test_the_engine_failing_mid_command_fails_the_unit_not_the_actor() -> None:
+    async with rig(DOCKER_PRE) as r:
+        start = Start()
+        await r.mailbox.send(start)
+        await r.clock.settle()
+        r.runtime.unavailable = True  # the wait on the prepare container breaks
+        await r.clock.settle()
+        r.runtime.unavailable = False
+        status = await start.reply.wait()
+        assert (status.describe(), status.result) == ("loaded failed failed", "exit-code")
+        assert "hello.service: Control process exited, code=exited, status=125/n/a" in r.messages()
+        assert (await r.status()).describe() == "loaded failed failed"  # the actor still answers
+
+
+async def test_detaching_answers_every_pending_reply() -> None:
+    processes = FakeProcessRunner(default=FakeBehaviour())
+    processes.behave("/bin/slow-setup", FakeBehaviour(exit=None))
+    async with rig(LONG_PRE, processes=processes) as r:
+        start = Start()
+        await r.mailbox.send(start)
+        await r.clock.settle()
+        await r.mailbox.aclose()
+        with anyio.fail_after(5):
+            status = await start.reply.wait()
+        assert status.sub == "start-pre"
+
+
+SLOW_STOP = """\
+[Service]
+ExecStart=/usr/bin/docker run --rm --name web busybox sleep 1000
+ExecStop=/bin/slow-stop
+"""
+
+
+async def test_a_start_while_the_unit_stops_by_itself_starts_it_again_afterwards() -> None:
+    processes = FakeProcessRunner()
+    processes.behave("/bin/slow-stop", FakeBehaviour(exit=None))
+    async with rig(SLOW_STOP, processes=processes) as r:
+        first = await r.ask(Start())
+        assert first.container_id is not None
+        r.runtime.exit(first.container_id, 0)
+        await r.clock.settle()
+        assert (await r.status()).sub == "stop"
+        start = Start()
+        await r.mailbox.send(start)
+        await r.clock.settle()
+        processes.spawned[0].finish(0)
+        status = await start.reply.wait()
+        assert status.describe() == "loaded active running"
+        assert status.container_id != first.container_id
+
+
+async def test_a_container_of_the_same_unit_on_another_machine_is_not_adopted() -> None:
+    clock = ManualClock()
+    runtime = FakeRuntime(clock, behaviour=traps_term)
+    labels = {
+        LABEL_UNIT: "hello.service",
+        LABEL_HASH: load_unit(HELLO_WORLD, "hello.service").hash,
+        LABEL_MACHINE: "another-machine",
+        LABEL_ROLE: "main",
+    }
+    theirs = await runtime.create({"Image": "busybox", "Labels": labels}, "busybox1")
+    await runtime.start(theirs)
+    async with rig(runtime=runtime, clock=clock) as r:
+        assert (await r.status()).describe() == "loaded inactive dead"
+    assert (await runtime.inspect(theirs)).running
+
+
+async def test_an_older_version_of_the_unit_is_replaced_not_adopted() -> None:
+    clock = ManualClock()
+    runtime = FakeRuntime(clock, behaviour=traps_term)
+    labels = {LABEL_UNIT: "hello.service", LABEL_HASH: "0" * 40, LABEL_MACHINE: MACHINE_ID, LABEL_ROLE: "main"}
+    old = await runtime.create({"Image": "busybox", "Labels": labels}, "busybox1")
+    await runtime.start(old)
+    async with rig(runtime=runtime, clock=clock) as r:
+        assert (await r.status()).describe() == "loaded inactive dead"
+        assert [c.id for c in await runtime.list()] == []
+        status = await r.ask(Start())
+        assert status.describe() == "loaded active running"
+        assert any(
+            m.startswith("hello.service: Removing running container of an older version busybox1") for m in r.messages()
+        )
+
+
+async def test_an_adopted_rm_container_is_removed_after_its_stop() -> None:
+    clock = ManualClock()
+    runtime = FakeRuntime(clock, behaviour=traps_term)
+    async with rig(runtime=runtime, clock=clock) as r:
+        await r.ask(Start())
+    async with rig(runtime=runtime, clock=clock) as r:
+        assert (await r.ask(Stop())).describe() == "loaded inactive dead"
+    assert await runtime.list() == []
+
+
+RELOADABLE = """\
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/setup
+ExecReload=/bin/slow-reload
+"""
+
+
+async def test_reload_works_in_the_exited_state_and_a_stop_cancels_it() -> None:
+    processes = FakeProcessRunner(default=FakeBehaviour())
+    processes.behave("/bin/slow-reload", FakeBehaviour(exit=None))
+    async with rig(RELOADABLE, processes=processes) as r:
+        assert (await r.ask(Start())).describe() == "loaded active exited"
+        reload = Reload()
+        await r.mailbox.send(reload)
+        await r.clock.settle()
+        assert (await r.status()).describe() == "loaded reloading reload"
+        reloader = processes.spawned[-1]
+        stopped = await r.ask(Stop())
+        assert stopped.describe() == "loaded inactive dead"
+        assert not reloader.running
+        assert (await reload.reply.wait()).describe() == "loaded inactive dead"
+        assert "hello.service: Reload cancelled by a stop." in r.messages()
+
+
+async def test_a_successful_reload_returns_to_where_it_was() -> None:
+    processes = FakeProcessRunner(default=FakeBehaviour())
+    async with rig(RELOADABLE, processes=processes) as r:
+        await r.ask(Start())
+        assert (await r.ask(Reload())).describe() == "loaded active exited"
+        assert "Reloaded hello.service." in r.messages()
+
+
+START_POST_FAILS = """\
+[Service]
+ExecStart=/usr/bin/docker run --rm --name web busybox sleep 1000
+ExecStartPost=/bin/false
+ExecStop=/bin/stop-hook
+ExecStopPost=/bin/cleanup
+"""
+
+
+async def test_a_failing_start_post_skips_exec_stop_and_ends_the_main_process() -> None:
+    processes = FakeProcessRunner(default=FakeBehaviour())
+    processes.behave("/bin/false", FakeBehaviour(exit=ExitStatus.exited(1)))
+    async with rig(START_POST_FAILS, processes=processes) as r:
+        status = await r.ask(Start())
+        assert (status.describe(), status.result) == ("loaded failed failed", "exit-code")
+        assert [p.argv[0] for p in processes.spawned] == ["/bin/false", "/bin/cleanup"]
+        assert await r.runtime.list() == []
+
+
+async def test_a_stop_during_auto_restart_ends_inactive() -> None:
+    async with rig(RESTARTING, behaviour=lambda body: Behaviour(exit_code=1)) as r:
+        await r.ask(Start())
+        await r.clock.settle()
+        assert (await r.status()).sub == "auto-restart"
+        stopped = await r.ask(Stop())
+        assert (stopped.describe(), stopped.restarts) == ("loaded inactive dead", 0)
+
+
+async def test_kill_mode_none_leaves_the_container_to_exec_stop() -> None:
+    unit = IGNORES_TERM.replace("[Service]\n", "[Service]\nKillMode=none\n")
+    async with rig(unit, behaviour=lambda body: Behaviour(ignore_signals={"SIGTERM", "15"})) as r:
+        await r.ask(Start())
+        stopped = await r.ask(Stop())  # no wait for TimeoutStopSec: nothing is signalled
+        assert stopped.describe() == "loaded inactive dead"
+        assert r.runtime.called("kill") == []
+        assert (await r.runtime.inspect("stubborn")).running
+
+
+FORKING = """\
+[Service]
+Type=forking
+ExecStart=/usr/bin/docker run -d --name daemon busybox sleep 1000
+"""
+
+
+async def test_forking_with_docker_run_detached_supervises_the_container() -> None:
+    async with rig(FORKING) as r:
+        status = await r.ask(Start())
+        assert status.describe() == "loaded active running"
+        assert status.exit_status is None
+        assert status.container_id == (await r.runtime.inspect("daemon")).id
+        assert not any("Main process exited" in m for m in r.messages())
+
+
+async def test_a_missing_environment_file_fails_the_command() -> None:
+    unit = "[Service]\nEnvironmentFile=/nonexistent/env\nExecStart=/bin/server\n"
+    processes = FakeProcessRunner(default=FakeBehaviour(exit=None))
+    async with rig(unit, processes=processes) as r:
+        status = await r.ask(Start())
+        assert (status.describe(), status.result) == ("loaded failed failed", "resources")
+        assert processes.spawned == []
+        assert any(
+            m.startswith("hello.service: Failed to load environment file /nonexistent/env") for m in r.messages()
+        )
+
+
+TWO_SLOW_PRES = """\
+[Service]
+TimeoutStartSec=30
+ExecStartPre=/bin/setup one
+ExecStartPre=/bin/setup two
+ExecStart=/usr/bin/docker run --rm --name web busybox sleep 1000
+"""
+
+
+async def test_the_start_timeout_is_rearmed_for_each_command() -> None:
+    clock = ManualClock()
+    processes = FakeProcessRunner(default=FakeBehaviour(exit=ExitStatus.exited(0), after=20), clock=clock)
+    async with rig(TWO_SLOW_PRES, processes=processes, clock=clock) as r:
+        await r.mailbox.send(Start())
+        assert await r.clock.advance_to_next() == 20
+        assert await r.clock.advance_to_next() == 40  # 40 s in all, each command well inside its 30 s
+        assert (await r.status()).describe() == "loaded active running"
