@@ -53,6 +53,19 @@ _VANISHED = 137
 class Executor:
     """Runs one unit's commands: implements :class:`~fleetlet.service.ports.UnitRunner`."""
 
+    __slots__ = (
+        "_clock",
+        "_container",
+        "_hash",
+        "_journal",
+        "_labels",
+        "_processes",
+        "_runtime",
+        "_sink",
+        "_tg",
+        "_unit",
+    )
+
     def __init__(
         self,
         *,
@@ -216,6 +229,8 @@ class Executor:
 class ContainerMain:
     """A main container. Its end is read from the engine's wait call, re-asked after the engine comes back."""
 
+    __slots__ = ("_clock", "_container", "_remove", "_runtime", "_status")
+
     def __init__(self, runtime: ContainerRuntime, container: str, *, remove: bool, clock: Clock) -> None:
         self._runtime = runtime
         self._container = container
@@ -279,6 +294,8 @@ class ContainerMain:
 
 class ProcessMain:
     """A main subprocess, alive as long as the executor's task hosting it."""
+
+    __slots__ = ("_process",)
 
     def __init__(self, process: SpawnedProcess) -> None:
         self._process = process

@@ -40,12 +40,15 @@ T = TypeVar("T")
 
 # How long to wait for the engine to confirm a SIGKILL took effect before giving up on the process.
 _SIGKILL_GRACE = 10.0
+_NO_MACHINE = MachineFacts()
 # Bound on cleanup that runs shielded from cancellation, so a hung engine cannot hold a stop for ever.
 _CLEANUP_SECONDS = 15.0
 
 
 class Reply(Generic[T]):
     """A one-shot answer carried inside a message."""
+
+    __slots__ = ("_done", "_value")
 
     def __init__(self) -> None:
         self._done = anyio.Event()
@@ -106,6 +109,34 @@ class _Interrupted(Exception):
 class UnitActor:
     """Supervises one unit. Only the actor's own tasks touch its state."""
 
+    # An agent holds one actor per unit, thousands on a big machine: slots keep each one small.
+    __slots__ = (
+        "_base_environment",
+        "_clock",
+        "_cycling",
+        "_description",
+        "_interruptible",
+        "_journal",
+        "_machine",
+        "_mailbox_size",
+        "_main",
+        "_needs_docker",
+        "_publish",
+        "_reload_waiters",
+        "_reloading",
+        "_result",
+        "_runner",
+        "_start_limit",
+        "_start_queued",
+        "_start_waiters",
+        "_status",
+        "_stop_requested",
+        "_stop_waiters",
+        "_task_group",
+        "config",
+        "unit",
+    )
+
     def __init__(
         self,
         unit: CheckedUnit,
@@ -126,7 +157,7 @@ class UnitActor:
         self._clock = clock
         self._journal = journal
         self._publish = publish
-        self._machine = machine or MachineFacts()
+        self._machine = machine or _NO_MACHINE
         self._base_environment = dict(base_environment or {"PATH": "/usr/local/bin:/usr/bin:/bin"})
         self._mailbox_size = mailbox_size
         self._description = _description(unit, self._machine)

@@ -136,6 +136,8 @@ class _Follower:
 class _FanOut:
     """Hands each written entry to every follower, never waiting for any of them."""
 
+    __slots__ = ("_clock", "_closed", "_followers")
+
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._followers: set[_Follower] = set()
@@ -236,15 +238,16 @@ class FileJournal:
     becomes the previous file, replacing the older one. One FileJournal per unit and directory at a time.
     """
 
+    __slots__ = ("_clock", "_closed", "_fanout", "_fd", "_file", "_half", "_size", "_unit", "write_errors")
+
     def __init__(self, directory: Path, unit: str, clock: Clock, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if max_bytes < MIN_MAX_BYTES:
             raise ValueError(f"max_bytes must be at least {MIN_MAX_BYTES}")
         self._unit = unit
         self._clock = clock
         self._half = max_bytes // 2
-        self.directory = Path(directory)
-        self.path = self.directory / journal_file_name(unit)
-        self.previous_path = self.path.with_name(self.path.name + ".1")
+        # Kept as one string rather than Path objects: an agent keeps a journal open for every unit it runs.
+        self._file = os.path.join(directory, journal_file_name(unit))
         self.write_errors = 0
         self._fd: int | None = None
         self._size = 0
@@ -254,6 +257,18 @@ class FileJournal:
     @property
     def unit(self) -> str:
         return self._unit
+
+    @property
+    def directory(self) -> Path:
+        return Path(self._file).parent
+
+    @property
+    def path(self) -> Path:
+        return Path(self._file)
+
+    @property
+    def previous_path(self) -> Path:
+        return Path(self._file + ".1")
 
     def write(self, message: str, stream: JournalStream = "fleetlet") -> None:
         if self._closed:
@@ -296,8 +311,8 @@ class FileJournal:
         self._fanout.close()
 
     def _open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        os.makedirs(os.path.dirname(self._file), exist_ok=True)
+        fd = os.open(self._file, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -310,7 +325,7 @@ class FileJournal:
 
     def _rotate(self) -> None:
         self._close_file()
-        os.replace(self.path, self.previous_path)
+        os.replace(self._file, self._file + ".1")
         self._open()
 
     def _append(self, line: bytes) -> None:
