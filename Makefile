@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job. For now: check the example units offline, as `fleetctl` users would before submitting them.
-run: install
+# The main job, until the agent arrives: check the example units offline, then run fleet's hello_world template
+# (instance 1) in the foreground on the Docker engine, its journal on the terminal. Ctrl-C stops it.
+run: install services
 	$(VENV)/bin/fleetlet verify configs/units/*
+	set -a; . ./.services.env; set +a; $(VENV)/bin/fleetlet run 'configs/units/hello_world@.service' --name hello_world@1.service
 
 # The real services the integration tests need (a Docker engine, a registry mirror holding busybox); idempotent.
 # Their addresses go to .services.env.

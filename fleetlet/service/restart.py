@@ -11,27 +11,31 @@ from dataclasses import dataclass, field
 from fleetlet.service.states import Result
 from fleetlet.units.service import RestartPolicy
 
-# systemd.service(5), "Table 2. Exit causes and the effect of the Restart= settings": which causes restart
-# under which policy. A clean exit is "success"; "exit-code" is an unclean exit code; "signal" an unclean signal.
-_RESTARTS_ON: dict[RestartPolicy, frozenset[str]] = {
-    "no": frozenset(),
-    "always": frozenset({"success", "exit-code", "signal", "core-dump", "timeout", "watchdog"}),
-    "on-success": frozenset({"success"}),
-    "on-failure": frozenset({"exit-code", "signal", "core-dump", "timeout", "watchdog"}),
-    "on-abnormal": frozenset({"signal", "core-dump", "timeout", "watchdog"}),
-    "on-abort": frozenset({"signal", "core-dump"}),
-    "on-watchdog": frozenset({"watchdog"}),
-}
-
 
 def restarts(policy: RestartPolicy, result: Result, *, stopped_by_request: bool) -> bool:
-    """Whether a service that ended with ``result`` is restarted under ``policy``.
+    """Whether a service that ended with ``result`` is restarted under ``policy``: systemd.service(5)'s Table 2,
+    written as systemd decides it, so results the table has no row for (``resources``, ``oom-kill``) fall where
+    systemd puts them.
 
     A stop someone asked for never restarts, and neither does a start refused by the start limit.
     """
     if stopped_by_request or result == "start-limit-hit":
         return False
-    return result in _RESTARTS_ON[policy]
+    match policy:
+        case "no":
+            return False
+        case "always":
+            return True
+        case "on-success":
+            return result == "success"
+        case "on-failure":
+            return result != "success"
+        case "on-abnormal":  # anything but a clean exit or an unclean exit code
+            return result not in ("success", "exit-code")
+        case "on-abort":
+            return result in ("signal", "core-dump")
+        case "on-watchdog":
+            return result == "watchdog"
 
 
 @dataclass(slots=True)

@@ -29,7 +29,9 @@ SubState = Literal[
     "auto-restart",
     "failed",
 ]
-Result = Literal["success", "exit-code", "signal", "core-dump", "timeout", "watchdog", "start-limit-hit", "resources"]
+Result = Literal[
+    "success", "exit-code", "signal", "core-dump", "timeout", "watchdog", "start-limit-hit", "resources", "oom-kill"
+]
 
 # The active state each sub-state belongs to, as systemd maps them for services.
 ACTIVE_OF: dict[SubState, ActiveState] = {

@@ -11,7 +11,8 @@ from fleetlet.service.restart import StartLimit, restarts
 from fleetlet.service.states import Result
 from fleetlet.units.service import RestartPolicy
 
-# systemd.service(5), Table 2: rows are exit causes, columns the Restart= settings; "X" restarts.
+# systemd.service(5), Table 2: rows are exit causes, columns the Restart= settings; "X" restarts. The last two
+# rows are not in the man page's table; they are where systemd's code puts those results.
 TABLE = """
 cause        no always on-success on-failure on-abnormal on-abort on-watchdog
 success      .  X      X          .          .           .        .
@@ -20,6 +21,8 @@ signal       .  X      .          X          X           X        .
 timeout      .  X      .          X          X           .        .
 watchdog     .  X      .          X          X           .        X
 core-dump    .  X      .          X          X           X        .
+resources    .  X      .          X          X           .        .
+oom-kill     .  X      .          X          X           .        .
 """
 
 
