@@ -25,26 +25,10 @@ from fleetlet.service.journal import MemoryJournal
 from fleetlet.service.states import UnitStatus
 from fleetlet.units.check import load_unit
 from tests.actor_rig import Running, run_actor
+from tests.fleet_units import HELLO_WORLD
 
 pytestmark = pytest.mark.anyio
 
-HELLO_WORLD = """\
-[Unit]
-Description=HelloWorldApp
-After=docker.service
-Requires=docker.service
-
-[Service]
-TimeoutStartSec=0
-ExecStartPre=-/usr/bin/docker rm busybox1
-ExecStartPre=/usr/bin/docker pull busybox
-ExecStart=/usr/bin/docker run --rm --name busybox1 busybox /bin/sh -c "while true; do echo Hello World; sleep 1; done"
-ExecStop=/usr/bin/docker stop busybox1
-
-[X-Fleet]
-MachineMetadata=group=hw_webservers
-Conflicts=hello_world@*
-"""
 
 MACHINE_ID = "1a2b3c4d5e6f708192a3b4c5d6e7f801"
 

@@ -14,26 +14,9 @@ from fleetlet.units.execline import ExecCommand
 from fleetlet.units.model import UnitFile, UnitOption
 from fleetlet.units.service import ServiceConfig, service_config
 from fleetlet.units.syntax import parse
+from tests.fleet_units import HELLO_WORLD
 
 # fleet's documentation example. The backslash-newline wraps this source line only: one ExecStart line.
-HELLO_WORLD = """\
-[Unit]
-Description=HelloWorldApp
-After=docker.service
-Requires=docker.service
-
-[Service]
-TimeoutStartSec=0
-ExecStartPre=-/usr/bin/docker rm busybox1
-ExecStartPre=/usr/bin/docker pull busybox
-ExecStart=/usr/bin/docker run --rm --name busybox1 busybox \
-/bin/sh -c "while true; do echo Hello World; sleep 1; done"
-ExecStop=/usr/bin/docker stop busybox1
-
-[X-Fleet]
-MachineMetadata=group=hw_webservers
-Conflicts=hello_world@*
-"""
 
 # Settings in the tables below start on line 3, after the header and this line.
 BASE = "[Service]\nExecStart=/bin/true\n"

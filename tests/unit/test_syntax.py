@@ -9,24 +9,7 @@ from hypothesis import strategies as st
 from fleetlet.errors import UnitFileError
 from fleetlet.units.model import UnitFile, UnitOption
 from fleetlet.units.syntax import MAX_UNIT_FILE_BYTES, parse
-
-HELLO_WORLD = """\
-[Unit]
-Description=HelloWorldApp
-After=docker.service
-Requires=docker.service
-
-[Service]
-TimeoutStartSec=0
-ExecStartPre=-/usr/bin/docker rm busybox1
-ExecStartPre=/usr/bin/docker pull busybox
-ExecStart=/usr/bin/docker run --rm --name busybox1 busybox /bin/sh -c "while true; do echo Hello World; sleep 1; done"
-ExecStop=/usr/bin/docker stop busybox1
-
-[X-Fleet]
-MachineMetadata=group=hw_webservers
-Conflicts=hello_world@*
-"""
+from tests.fleet_units import HELLO_WORLD
 
 # The same unit, as a careless human might write it: comments of both kinds, blank lines, indentation, spaces
 # around "=", trailing blanks, CRLF line ends, and a long line wrapped with backslashes.

@@ -12,26 +12,9 @@ from fleetlet.units.model import UnitFile, UnitOption
 from fleetlet.units.names import parse_name
 from fleetlet.units.syntax import parse
 from fleetlet.units.xfleet import Requirements, requirements, split_values
+from tests.fleet_units import HELLO_WORLD
 
 # fleet's example unit; the backslash-newline in ExecStart= is Python's and leaves one line in the text.
-HELLO_WORLD = """\
-[Unit]
-Description=HelloWorldApp
-After=docker.service
-Requires=docker.service
-
-[Service]
-TimeoutStartSec=0
-ExecStartPre=-/usr/bin/docker rm busybox1
-ExecStartPre=/usr/bin/docker pull busybox
-ExecStart=/usr/bin/docker run --rm --name busybox1 busybox /bin/sh -c "while true; do echo Hello World; \
-sleep 1; done"
-ExecStop=/usr/bin/docker stop busybox1
-
-[X-Fleet]
-MachineMetadata=group=hw_webservers
-Conflicts=hello_world@*
-"""
 
 FULL_ID = "0123456789abcdef0123456789abcdef"
 
