@@ -4,10 +4,18 @@ Every error fleetlet raises on purpose derives from :class:`FleetletError`, so c
 catch one type. The tree grows with the packages that need it::
 
     FleetletError
-    └── UnitFileError          a unit file or unit name is invalid; carries every problem found, with file:line
-        └── UnitNameError      the name alone is invalid (no file to point into)
+    ├── UnitFileError          a unit file or unit name is invalid; carries every problem found, with file:line
+    │   └── UnitNameError      the name alone is invalid (no file to point into)
+    ├── RuntimeFailure         the container engine refused or failed a request (fleetlet.exec.runtime), .status
+    │   ├── EngineUnavailable  no answer at all: not running, restarting, socket gone
+    │   ├── NoSuchContainer    .container
+    │   ├── NoSuchImage        .image
+    │   └── NameConflict       .name
+    └── SpawnFailed            a command could not be started (fleetlet.exec.subprocess_runner), .exit_status
 
-Third-party errors (aiohttp, aiodocker) are mapped to these at the boundary where they occur.
+Third-party errors (aiohttp, aiodocker) are mapped to these at the boundary where they occur
+(``fleetlet.exec.docker_runtime.engine_errors``). The engine's and the spawner's errors live beside the port
+that raises them.
 """
 
 from __future__ import annotations
