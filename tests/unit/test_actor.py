@@ -681,3 +681,34 @@ async def test_the_start_timeout_is_rearmed_for_each_command() -> None:
         assert await r.clock.advance_to_next() == 20
         assert await r.clock.advance_to_next() == 40  # 40 s in all, each command well inside its 30 s
         assert (await r.status()).describe() == "loaded active running"
+
+
+QUADLET = """\
+[Unit]
+Description=Web from a [Container] section
+
+[Container]
+Image=busybox
+Exec=httpd -f -p 8080
+ContainerName=web
+PublishPort=127.0.0.1:8080:8080
+Environment=MODE=production
+
+[Service]
+Restart=on-failure
+"""
+
+
+async def test_a_container_section_runs_without_exec_lines() -> None:
+    async with rig(QUADLET, "web.service") as r:
+        status = await r.ask(Start())
+        assert status.describe() == "loaded active running"
+        body = r.runtime.called("create")[0].args[0]
+        assert body["Image"] == "busybox"
+        assert body["Cmd"] == ["httpd", "-f", "-p", "8080"]
+        assert "MODE=production" in body["Env"]
+        assert body["HostConfig"]["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}
+        assert (await r.runtime.inspect("web")).id == status.container_id
+        stopped = await r.ask(Stop())
+        assert stopped.describe() == "loaded inactive dead"
+        assert await r.runtime.list() == []  # removed after it ended, as Quadlet's --rm does
