@@ -5,8 +5,7 @@ Pure functions and a small value object, so the whole table is tested without ru
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fleetlet.service.states import Result
 from fleetlet.units.service import RestartPolicy
@@ -40,22 +39,29 @@ def restarts(policy: RestartPolicy, result: Result, *, stopped_by_request: bool)
 
 @dataclass(slots=True)
 class StartLimit:
-    """systemd's start rate limit: at most ``burst`` starts within any ``interval`` seconds (0 turns it off)."""
+    """systemd's start rate limit: at most ``burst`` starts in a window of ``interval`` seconds (0 turns it off).
+
+    As systemd counts: the window opens at the first attempt and a new one opens once more than ``interval`` has
+    passed since; every attempt in a window counts, the refused ones included, so a unit hammering at the limit
+    stays refused until the window ends.
+    """
 
     interval: float
     burst: int
-    _starts: deque[float] = field(default_factory=deque)
+    _window_start: float | None = None
+    _attempts: int = 0
 
     def allow(self, now: float) -> bool:
-        """Record a start attempt at ``now``; False when it would exceed the limit (and is not recorded)."""
+        """Record a start attempt at ``now``; False when the window has seen more than ``burst`` attempts."""
         if self.interval <= 0 or self.burst <= 0:
             return True
-        while self._starts and now - self._starts[0] >= self.interval:
-            self._starts.popleft()
-        if len(self._starts) >= self.burst:
-            return False
-        self._starts.append(now)
-        return True
+        if self._window_start is None or now - self._window_start > self.interval:
+            self._window_start = now
+            self._attempts = 1
+            return True
+        self._attempts += 1
+        return self._attempts <= self.burst
 
     def reset(self) -> None:
-        self._starts.clear()
+        self._window_start = None
+        self._attempts = 0

@@ -51,13 +51,23 @@ def test_start_limit_hit_never_restarts() -> None:
     assert restarts("always", "start-limit-hit", stopped_by_request=False) is False
 
 
-def test_start_limit_allows_burst_starts_per_interval() -> None:
+def test_start_limit_allows_burst_starts_per_window() -> None:
     limit = StartLimit(interval=10.0, burst=5)
     assert [limit.allow(t) for t in (0, 1, 2, 3, 4)] == [True] * 5
-    assert limit.allow(5) is False  # the sixth start within 10 s
+    assert limit.allow(5) is False  # the sixth attempt in the window that opened at 0
     assert limit.allow(9.99) is False
-    assert limit.allow(10.0) is True  # the start at 0 has left the window
-    assert limit.allow(10.5) is False
+    assert limit.allow(10.0) is False  # a window lasts until *more* than 10 s have passed, as systemd counts
+    assert limit.allow(10.5) is True  # a new window opens here
+    assert [limit.allow(t) for t in (11, 12, 13, 14)] == [True] * 4
+    assert limit.allow(15) is False
+
+
+def test_refused_attempts_count_too() -> None:
+    limit = StartLimit(interval=10.0, burst=1)
+    assert limit.allow(0)
+    assert not limit.allow(5)
+    assert not limit.allow(10)
+    assert limit.allow(10.1)
 
 
 @pytest.mark.parametrize(("interval", "burst"), [(0, 5), (10, 0)])
