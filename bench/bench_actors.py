@@ -5,7 +5,8 @@ Targets (from the issue): 50 units started concurrently through their actors rea
 1.15x the time plain aiodocker takes to create and start the same 50 containers; an idle actor of a running unit
 holds at most 30 KiB of Python heap. Both figures come with a baseline measured in the same run: the engine's
 speed drifts between runs (it uses the vfs storage driver here, so every create copies the image), and the unit
-model's own size is not the actor's doing.
+model's own size is not the actor's doing. The actors are wired as an agent wires them: their containers' deaths
+come from one shared event subscription (:class:`~fleetlet.exec.engine_events.EngineEvents`), not a wait call each.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from typing import Any
 import aiodocker
 import anyio
 
+from fleetlet.agent.node import Node
 from fleetlet.clock import Clock, ManualClock, SystemClock
 from fleetlet.exec.docker_runtime import DockerRuntime, docker_host
-from fleetlet.exec.executor import Executor
+from fleetlet.exec.engine_events import EngineEvents
 from fleetlet.exec.fake_runtime import FakeRuntime
 from fleetlet.exec.runtime import LABEL_MACHINE, ContainerRuntime, NoSuchContainer
 from fleetlet.exec.subprocess_runner import FakeProcessRunner, ProcessRunner, SubprocessRunner
@@ -36,6 +38,7 @@ from fleetlet.service.actor import Mailbox, Start, UnitActor
 from fleetlet.service.journal import FileJournal, Journal
 from fleetlet.service.states import UnitStatus
 from fleetlet.units.check import CheckedUnit, load_unit
+from fleetlet.units.specifiers import MachineFacts
 
 TARGET_START_RATIO = 1.15
 TARGET_KIB_PER_ACTOR = 30
@@ -76,18 +79,11 @@ def _actor(
     clock: Clock,
     journal: Journal,
     machine_id: str,
+    events: EngineEvents,
 ) -> UnitActor:
-    """A UnitActor over an Executor for ``unit``; run it with ``await tg.start(actor.run)``."""
-    executor = Executor(
-        unit=unit.name.full,
-        unit_hash=unit.hash,
-        machine_id=machine_id,
-        runtime=runtime,
-        processes=processes,
-        journal=journal,
-        clock=clock,
-    )
-    return UnitActor(unit, runner=executor, clock=clock, journal=journal)
+    """A UnitActor over an Executor for ``unit``, its container's death from the shared ``events``; run it with
+    ``await tg.start(actor.run)``."""
+    return Node(runtime, processes, clock, MachineFacts(machine_id=machine_id), events).actor(unit, journal)
 
 
 async def _start_all(mailboxes: list[Mailbox], *, within: float) -> tuple[float, list[UnitStatus]]:
@@ -130,18 +126,30 @@ async def _fleetlet_round(runtime: DockerRuntime, run: str, round_no: int, journ
         for i in range(STARTS)
     ]
     journals_open: list[Journal] = []
-    async with anyio.create_task_group() as tg:
-        mailboxes: list[Mailbox] = []
-        for unit in units:
-            journal = FileJournal(journals / f"round-{round_no}", unit.name.full, clock)
-            journals_open.append(journal)
-            actor = _actor(unit, runtime=runtime, processes=processes, clock=clock, journal=journal, machine_id=run)
-            mailboxes.append(await tg.start(actor.run))
-        try:
-            elapsed, statuses = await _start_all(mailboxes, within=600)
-        finally:
-            for mailbox in mailboxes:  # detach: the containers keep running and are removed by label afterwards
-                await mailbox.aclose()
+    async with anyio.create_task_group() as agent:
+        events = EngineEvents(runtime, clock)  # one subscription for all the actors, as an agent has
+        await agent.start(events.run)
+        async with anyio.create_task_group() as tg:
+            mailboxes: list[Mailbox] = []
+            for unit in units:
+                journal = FileJournal(journals / f"round-{round_no}", unit.name.full, clock)
+                journals_open.append(journal)
+                actor = _actor(
+                    unit,
+                    runtime=runtime,
+                    processes=processes,
+                    clock=clock,
+                    journal=journal,
+                    machine_id=run,
+                    events=events,
+                )
+                mailboxes.append(await tg.start(actor.run))
+            try:
+                elapsed, statuses = await _start_all(mailboxes, within=600)
+            finally:
+                for mailbox in mailboxes:  # detach: the containers keep running and are removed by label afterwards
+                    await mailbox.aclose()
+        agent.cancel_scope.cancel()  # the actors have detached: their event subscription goes too
     for opened in journals_open:
         opened.close()
     _require_running(statuses)
@@ -281,25 +289,36 @@ async def _idle_actors(journals: Path) -> tuple[tracemalloc.Snapshot, tracemallo
     runtime = FakeRuntime(clock)
     processes = FakeProcessRunner(clock=clock)
     journals_open: list[Journal] = []
-    async with anyio.create_task_group() as tg:
-        tasks_before = len(asyncio.all_tasks())
-        with _traced() as pair:
-            mailboxes: list[Mailbox] = []
-            for unit in _idle_units():
-                journal = FileJournal(journals, unit.name.full, clock)
-                journals_open.append(journal)
-                actor = _actor(
-                    unit, runtime=runtime, processes=processes, clock=clock, journal=journal, machine_id="bench"
-                )
-                mailboxes.append(await tg.start(actor.run))
-            # Slow for the fake rather than the actors: each container start wakes every waiter on the fake engine.
-            _, statuses = await _start_all(mailboxes, within=600)
-            _require_running(statuses)
-            del statuses
-            await clock.settle()  # every actor waits on its container; every executor follows its output
-        tasks = (len(asyncio.all_tasks()) - tasks_before) / IDLE_ACTORS
-        for mailbox in mailboxes:
-            await mailbox.aclose()
+    async with anyio.create_task_group() as agent:
+        # The agent's one subscription, started untraced: what it keeps per actor (a watcher) is traced below.
+        events = EngineEvents(runtime, clock)
+        await agent.start(events.run)
+        async with anyio.create_task_group() as tg:
+            tasks_before = len(asyncio.all_tasks())
+            with _traced() as pair:
+                mailboxes: list[Mailbox] = []
+                for unit in _idle_units():
+                    journal = FileJournal(journals, unit.name.full, clock)
+                    journals_open.append(journal)
+                    actor = _actor(
+                        unit,
+                        runtime=runtime,
+                        processes=processes,
+                        clock=clock,
+                        journal=journal,
+                        machine_id="bench",
+                        events=events,
+                    )
+                    mailboxes.append(await tg.start(actor.run))
+                # Slow for the fake rather than the actors: each container start wakes every waiter on the fake.
+                _, statuses = await _start_all(mailboxes, within=600)
+                _require_running(statuses)
+                del statuses
+                await clock.settle()  # every actor waits on its container; every executor follows its output
+            tasks = (len(asyncio.all_tasks()) - tasks_before) / IDLE_ACTORS
+            for mailbox in mailboxes:
+                await mailbox.aclose()
+        agent.cancel_scope.cancel()  # the actors have detached: their event subscription goes too
     for opened in journals_open:
         opened.close()
     before, after = pair

@@ -9,16 +9,16 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from fleetlet.agent.node import Node
 from fleetlet.clock import Clock
-from fleetlet.diagnostics import Report
-from fleetlet.exec.executor import Executor
-from fleetlet.exec.quadlet import container_spec
+from fleetlet.exec.engine_events import EngineEvents
 from fleetlet.exec.runtime import ContainerRuntime
 from fleetlet.exec.subprocess_runner import ProcessRunner
-from fleetlet.service.actor import GetStatus, Mailbox, Message, Reply, UnitActor
+from fleetlet.service.actor import GetStatus, Mailbox, Message, Reply
 from fleetlet.service.journal import Journal
 from fleetlet.service.states import UnitStatus
 from fleetlet.units.check import load_unit
+from fleetlet.units.specifiers import MachineFacts
 
 
 class StatusLog:
@@ -88,22 +88,16 @@ async def run_actor(
     clock: Clock,
     journal: Journal,
     machine_id: str,
+    events: EngineEvents | None = None,
 ) -> AsyncIterator[Running]:
-    """Run an actor for ``text`` until the block ends; then close its mailbox (detach: containers keep running)."""
+    """Run an actor for ``text`` until the block ends; then close its mailbox (detach: containers keep running).
+
+    With ``events`` (a running hub), the main container's death comes from it rather than from a wait call.
+    """
     unit = load_unit(text, name)
-    container = container_spec(unit.file, unit.name, Report(name)) if "Container" in unit.file.sections() else None
-    executor = Executor(
-        unit=name,
-        unit_hash=unit.hash,
-        machine_id=machine_id,
-        runtime=runtime,
-        processes=processes,
-        journal=journal,
-        clock=clock,
-        container=container,
-    )
+    node = Node(runtime, processes, clock, MachineFacts(machine_id=machine_id), events)
     log = StatusLog()
-    actor = UnitActor(unit, runner=executor, clock=clock, journal=journal, publish=log.publish)
+    actor = node.actor(unit, journal, publish=log.publish)
     async with anyio.create_task_group() as tg:
         running = Running(await tg.start(actor.run), journal, log)
         try:

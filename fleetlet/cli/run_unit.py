@@ -17,14 +17,13 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from fleetlet.agent.node import Node
 from fleetlet.clock import SystemClock
-from fleetlet.diagnostics import Report
 from fleetlet.errors import UnitNameError
 from fleetlet.exec.docker_runtime import DockerRuntime, docker_host
-from fleetlet.exec.executor import Executor
-from fleetlet.exec.quadlet import container_spec
+from fleetlet.exec.engine_events import EngineEvents
 from fleetlet.exec.subprocess_runner import SubprocessRunner
-from fleetlet.service.actor import Start, Stop, UnitActor
+from fleetlet.service.actor import Start, Stop
 from fleetlet.service.journal import FileJournal, JournalEntry, format_entry
 from fleetlet.service.states import UnitStatus
 from fleetlet.units.check import CheckedUnit, check_path, load_unit
@@ -88,23 +87,15 @@ async def _serve(unit: CheckedUnit, path: Path, url: str, state_dir: Path, keep:
     clock = SystemClock()
     name = unit.name.full
     machine = MachineFacts(hostname=os.uname().nodename, machine_id=_machine_id(), boot_id=_boot_id())
-    container = container_spec(unit.file, unit.name, Report(str(path)), machine=machine)
     journal = FileJournal(state_dir / "journal", name, clock)
     settled = _Settled()
 
     async with DockerRuntime(url) as runtime, anyio.create_task_group() as tg:
         tg.start_soon(lambda: journal.follow(_print_entry(name), last=0))
-        executor = Executor(
-            unit=name,
-            unit_hash=unit.hash,
-            machine_id=machine.machine_id,
-            runtime=runtime,
-            processes=SubprocessRunner(),
-            journal=journal,
-            clock=clock,
-            container=container if "Container" in unit.file.sections() else None,
-        )
-        actor = UnitActor(unit, runner=executor, clock=clock, journal=journal, publish=settled.publish, machine=machine)
+        events = EngineEvents(runtime, clock)  # one unit here, but the agent's wiring: deaths from the event stream
+        await tg.start(events.run)
+        node = Node(runtime, SubprocessRunner(), clock, machine, events)
+        actor = node.actor(unit, journal, publish=settled.publish)
         mailbox = await tg.start(actor.run)
         start = Start()
         await mailbox.send(start)

@@ -24,6 +24,7 @@ from fleetlet.exec.docker_commands import (
     run_docker,
     start_container,
 )
+from fleetlet.exec.engine_events import ENGINE_RETRY_MAX, VANISHED, EngineEvents, until_engine_answers
 from fleetlet.exec.runtime import (
     LABEL_HASH,
     LABEL_MACHINE,
@@ -41,13 +42,8 @@ from fleetlet.exec.subprocess_runner import ProcessRunner, SpawnedProcess, Spawn
 from fleetlet.service.journal import Journal, log_sink
 from fleetlet.service.ports import MainProcess, PreparedCommand
 
-# Backoff while waiting for an engine that went away (daemon restart) to answer again.
-_ENGINE_RETRY_FIRST = 0.5
-_ENGINE_RETRY_MAX = 5.0
 # Bound on the engine requests of a cleanup.
 _CLEANUP_SECONDS = 15.0
-# What a container that vanished with the engine is taken to have died of: SIGKILL, as 128+9.
-_VANISHED = 137
 
 
 class Executor:
@@ -56,6 +52,7 @@ class Executor:
     __slots__ = (
         "_clock",
         "_container",
+        "_events",
         "_hash",
         "_journal",
         "_labels",
@@ -77,7 +74,10 @@ class Executor:
         journal: Journal,
         clock: Clock,
         container: RunSpec | None = None,
+        events: EngineEvents | None = None,
     ) -> None:
+        """``events``: the agent's one event subscription, for the deaths of main containers; without it, each main
+        container holds a wait call of its own open for its whole life."""
         self._unit = unit
         self._hash = unit_hash
         self._labels = {LABEL_UNIT: unit, LABEL_HASH: unit_hash, LABEL_MACHINE: machine_id}
@@ -86,6 +86,7 @@ class Executor:
         self._journal = journal
         self._clock = clock
         self._container = container
+        self._events = events
         self._sink: LogSink = log_sink(journal)
         self._tg: TaskGroup | None = None  # the actor's, for what follows a main process in the background
 
@@ -203,7 +204,7 @@ class Executor:
 
     def _container_main(self, container: str, *, remove: bool, since: float = 0.0) -> ContainerMain:
         assert self._tg is not None, "attach() the actor's task group first"
-        main = ContainerMain(self._runtime, container, remove=remove, clock=self._clock)
+        main = ContainerMain(self._runtime, container, remove=remove, clock=self._clock, events=self._events)
         self._tg.start_soon(_follow_output, self._runtime, container, self._sink, since)
         return main
 
@@ -227,16 +228,27 @@ class Executor:
 
 
 class ContainerMain:
-    """A main container. Its end is read from the engine's wait call, re-asked after the engine comes back."""
+    """A main container. Its end comes from the agent's event hub, or else from the engine's wait call; either way
+    it is asked again after the engine comes back."""
 
-    __slots__ = ("_clock", "_container", "_remove", "_runtime", "_status")
+    __slots__ = ("_clock", "_container", "_events", "_oom_killed", "_remove", "_runtime", "_status")
 
-    def __init__(self, runtime: ContainerRuntime, container: str, *, remove: bool, clock: Clock) -> None:
+    def __init__(
+        self,
+        runtime: ContainerRuntime,
+        container: str,
+        *,
+        remove: bool,
+        clock: Clock,
+        events: EngineEvents | None = None,
+    ) -> None:
         self._runtime = runtime
         self._container = container
         self._remove = remove
         self._clock = clock
+        self._events = events
         self._status: ExitStatus | None = None
+        self._oom_killed = False
 
     @property
     def description(self) -> str:
@@ -250,25 +262,23 @@ class ContainerMain:
     def pid(self) -> int | None:
         return None
 
+    @property
+    def oom_killed(self) -> bool:
+        return self._oom_killed
+
     async def wait(self) -> ExitStatus:
         while self._status is None:
-            try:
-                self._status = ExitStatus.exited(await self._runtime.wait(self._container))
-            except NoSuchContainer:
-                self._status = ExitStatus.exited(_VANISHED)
-            except EngineUnavailable:
-                await until_engine_answers(self._runtime, self._clock)
-                self._status = await self._status_after_outage()
-            except RuntimeFailure:  # an odd answer: look again a little later rather than at once
-                await self._clock.sleep(_ENGINE_RETRY_MAX)
-                self._status = await self._status_after_outage()
+            if self._events is not None:
+                await self._wait_on_hub(self._events)
+            else:
+                await self._wait_call()
         return self._status
 
     async def signal(self, signum: int) -> None:
         try:
             await self._runtime.kill(self._container, str(signum))
         except RuntimeFailure:
-            pass  # already ended (409) or gone (404): the wait call reports how
+            pass  # already ended (409) or gone (404): wait() reports how
 
     async def release(self) -> None:
         if not self._remove:
@@ -281,15 +291,57 @@ class ContainerMain:
             except NoSuchContainer:
                 pass
 
-    async def _status_after_outage(self) -> ExitStatus | None:
-        """After an engine outage: the container's end if it ended meanwhile, None if it still runs."""
+    async def _wait_on_hub(self, events: EngineEvents) -> None:
+        """Watch for the end through the hub, for as long as this call lasts.
+
+        The watcher goes with the call: a cancelled wait (a stop, an actor detaching) leaves nothing registered,
+        and the next call looks again.
+        """
+        try:
+            death = await events.death_of(self._container)
+        except EngineUnavailable:
+            await until_engine_answers(self._runtime, self._clock)
+            return
+        except RuntimeFailure:  # an odd answer: look again a little later rather than at once
+            await self._clock.sleep(ENGINE_RETRY_MAX)
+            return
+        try:
+            await death.wait()
+        finally:
+            death.close()
+        assert death.exit_code is not None
+        self._status, self._oom_killed = ExitStatus.exited(death.exit_code), death.oom_killed
+
+    async def _wait_call(self) -> None:
+        """Hold the engine's wait call open until the container ends; then inspect it for the OOM killer's part."""
+        try:
+            code = await self._runtime.wait(self._container)
+        except NoSuchContainer:
+            self._status = ExitStatus.exited(VANISHED)
+        except EngineUnavailable:
+            await until_engine_answers(self._runtime, self._clock)
+            await self._look_after_outage()
+        except RuntimeFailure:  # an odd answer: look again a little later rather than at once
+            await self._clock.sleep(ENGINE_RETRY_MAX)
+            await self._look_after_outage()
+        else:
+            self._status = ExitStatus.exited(code)
+            try:
+                self._oom_killed = (await self._runtime.inspect(self._container)).oom_killed
+            except RuntimeFailure:
+                pass  # gone already: the exit code is all there is to know
+
+    async def _look_after_outage(self) -> None:
+        """After an engine outage: the container's end if it ended meanwhile; nothing if it still runs."""
         try:
             state = await self._runtime.inspect(self._container)
         except NoSuchContainer:
-            return ExitStatus.exited(_VANISHED)
+            self._status = ExitStatus.exited(VANISHED)
         except RuntimeFailure:
-            return None
-        return None if state.running else ExitStatus.exited(state.exit_code)
+            pass
+        else:
+            if not state.running:
+                self._status, self._oom_killed = ExitStatus.exited(state.exit_code), state.oom_killed
 
 
 class ProcessMain:
@@ -312,6 +364,10 @@ class ProcessMain:
     def pid(self) -> int | None:
         return self._process.pid
 
+    @property
+    def oom_killed(self) -> bool:
+        return False  # the OOM killer's part in a subprocess's end is not told apart from any SIGKILL
+
     async def wait(self) -> ExitStatus:
         return await self._process.wait()
 
@@ -322,21 +378,9 @@ class ProcessMain:
         return None
 
 
-async def until_engine_answers(runtime: ContainerRuntime, clock: Clock) -> None:
-    """Ping the engine, backing off from 0.5 s to 5 s between tries, until it answers."""
-    delay = _ENGINE_RETRY_FIRST
-    while True:
-        try:
-            await runtime.ping()
-            return
-        except RuntimeFailure:
-            await clock.sleep(delay)
-            delay = min(delay * 2, _ENGINE_RETRY_MAX)
-
-
 async def _follow_output(runtime: ContainerRuntime, container: str, sink: LogSink, since: float) -> None:
     """A main container's output into the journal, for as long as it runs (and the engine answers)."""
     try:
         await runtime.follow_logs(container, sink, since=since)
     except RuntimeFailure:
-        pass  # the engine went away: the container's end is noticed by its wait call, not here
+        pass  # the engine went away: the container's end is noticed by ContainerMain.wait(), not here

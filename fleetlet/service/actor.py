@@ -387,7 +387,7 @@ class UnitActor:
             return
         status = await self._unless_stopped(main.wait())
         if status is not None:
-            self._main_exited(status)
+            self._main_exited(status, oom_killed=main.oom_killed)
             await self._stop(None, exec_stop=True, ended=main)
         else:
             await self._stop(main, exec_stop=True)
@@ -425,7 +425,7 @@ class UnitActor:
             async with move_on_after(self._clock, _SIGKILL_GRACE):
                 status = await main.wait()
         if status is not None:
-            self._main_exited(status)
+            self._main_exited(status, oom_killed=main.oom_killed)
 
     async def _release(self, main: MainProcess) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
@@ -569,9 +569,12 @@ class UnitActor:
             self._fail("exit-code" if status.code is not None else "signal")
         return False
 
-    def _main_exited(self, status: ExitStatus) -> None:
+    def _main_exited(self, status: ExitStatus, *, oom_killed: bool = False) -> None:
         self._status = replace(self._status, exit_status=status.describe())
         self._journal.write(f"{self.name}: Main process exited, {status.describe()}")
+        if oom_killed:  # systemd's default OOMPolicy=stop: the unit fails with its own result
+            self._journal.write(f"{self.name}: A process of this unit has been killed by the OOM killer.")
+            self._fail("oom-kill")
         if not status.is_clean(*self.config.success_exit_status, daemon=True):
             self._fail("exit-code" if status.code is not None else "signal")
 

@@ -40,6 +40,10 @@ class MainProcess(Protocol):
     @property
     def pid(self) -> int | None: ...
 
+    @property
+    def oom_killed(self) -> bool:
+        """Once it ended: whether the kernel's OOM killer ended it (systemd's result ``oom-kill``)."""
+
     async def wait(self) -> ExitStatus:
         """Until it ends; may be called again after a cancelled call."""
 

@@ -5,7 +5,9 @@ first and answers the actor's wait call with their exit status, then goes. Kille
 off; the containers live on until the next daemon stops them; the actor waits for the engine to answer again and
 asks it what became of the container. Either way the unit restarts as ``Restart=always`` asks: a new container,
 running, within seconds of the engine's return. The start waits for the engine (``After=docker.service``, as fleet's
-units say) rather than failing against a dead socket.
+units say) rather than failing against a dead socket. The same holds when the container's death comes from the
+agent's event subscription (:class:`~fleetlet.exec.engine_events.EngineEvents`) instead of a wait call: the dying
+daemon sends its ``die`` down the stream, or the subscription comes back and the container is inspected.
 
 The unit removes a leftover of its container before it starts, as fleet's units do. It needs to here: fleetlet
 carries out ``--rm`` itself (it reads the exit status first), and when the dying daemon stops the container and goes
@@ -19,13 +21,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 
-from fleetlet.clock import SystemClock
+from fleetlet.clock import Clock, SystemClock
 from fleetlet.exec.docker_runtime import DockerRuntime
+from fleetlet.exec.engine_events import EngineEvents
 from fleetlet.exec.runtime import LABEL_MACHINE
 from fleetlet.exec.subprocess_runner import SubprocessRunner
 from fleetlet.service.actor import Start
@@ -64,14 +69,29 @@ async def until_new_container(running: Running, old: str, *, within: float) -> U
     )
 
 
+@asynccontextmanager
+async def event_hub(engine: DockerRuntime, clock: Clock, *, enabled: bool) -> AsyncIterator[EngineEvents | None]:
+    """A running EngineEvents on ``engine`` when ``enabled``; else None, and the actor holds a wait call open."""
+    if not enabled:
+        yield None
+        return
+    events = EngineEvents(engine, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(events.run)
+        yield events
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("hub", [pytest.param(False, id="wait-call"), pytest.param(True, id="event-hub")])
 @pytest.mark.parametrize("crash", [pytest.param(False, id="stopped"), pytest.param(True, id="crashed")])
 async def test_a_daemon_restart_is_survived_through_restart_always(
-    private_dockerd: PrivateDockerd, tmp_path: Path, crash: bool
+    private_dockerd: PrivateDockerd, tmp_path: Path, crash: bool, hub: bool
 ) -> None:
     machine_id = uuid.uuid4().hex
     clock = SystemClock()
     async with (
         DockerRuntime(private_dockerd.url) as engine,
+        event_hub(engine, clock, enabled=hub) as events,
         run_actor(
             SURVIVOR.format(name=f"survivor-{machine_id[:8]}"),
             NAME,
@@ -80,6 +100,7 @@ async def test_a_daemon_restart_is_survived_through_restart_always(
             clock=clock,
             journal=FileJournal(tmp_path / "journal", NAME, clock),
             machine_id=machine_id,
+            events=events,
         ) as running,
     ):
         first = await running.ask(Start(), within=30)
@@ -99,9 +120,9 @@ async def test_a_daemon_restart_is_survived_through_restart_always(
         assert (again.restarts, again.exit_status) == (1, "code=exited, status=0/SUCCESS")
         exited = [e for e in running.journal.tail(1000) if e.message.startswith(f"{NAME}: Main process exited")]
         assert len(exited) == 1
-        if crash:  # nothing could answer the wait call until the next daemon: the actor waited for it, then asked
+        if crash:  # nothing could tell of the death until the next daemon: the actor waited for it, then asked
             assert exited[0].time > daemon_gone
-        else:  # the dying daemon answered the wait call itself
+        else:  # the dying daemon told of it itself: on the wait call, or down the event stream
             assert exited[0].time < daemon_gone
         assert (await engine.inspect(again.container_id)).running
         # The old container is gone (fleetlet's --rm, or the unit's docker rm -f): only the new one is left.

@@ -712,3 +712,14 @@ async def test_a_container_section_runs_without_exec_lines() -> None:
         stopped = await r.ask(Stop())
         assert stopped.describe() == "loaded inactive dead"
         assert await r.runtime.list() == []  # removed after it ended, as Quadlet's --rm does
+
+
+async def test_an_oom_kill_fails_the_unit_with_its_own_result() -> None:
+    async with rig(RESTARTING.replace('sh -c "exit 1"', "sleep 1000"), behaviour=lambda body: Behaviour()) as r:
+        status = await r.ask(Start())
+        assert status.container_id is not None
+        r.runtime.exit(status.container_id, 137, oom=True)
+        await r.clock.settle()
+        after = await r.status()
+        assert (after.sub, after.result) == ("auto-restart", "oom-kill")  # on-failure restarts after an OOM kill
+        assert "hello.service: A process of this unit has been killed by the OOM killer." in r.messages()
