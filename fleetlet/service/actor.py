@@ -276,6 +276,7 @@ class UnitActor:
             await self._cycle(adopted)
         except Exception as e:  # nothing the engine does may take the agent down: the unit fails instead
             self._journal.write(f"{self.name}: Supervision failed: {e!r}")
+            self._start_queued = False
             self._fail("resources")
             if self._main is not None:
                 await self._release(self._main)
@@ -285,6 +286,7 @@ class UnitActor:
             self._cycling = False
             self._interruptible = None
         self._answer(self._stop_waiters)
+        self._answer(self._start_waiters)  # none should be left; if one is, it must not wait for ever
 
     async def _cycle(self, adopted: MainProcess | None) -> None:
         """Start, run and stop, going round again as long as Restart= (or a queued start) says so."""
@@ -306,15 +308,17 @@ class UnitActor:
             main = None
             ended_by_request = self._stop_requested
             self._finish()
-            if self._start_queued:  # a start (or restart) came while the unit was on its way down
-                self._start_queued = False
-                self._stop_requested = False
-                self._reset_for_manual_start()
-                continue
-            if not restarts(self.config.restart, self._result, stopped_by_request=ended_by_request):
+            if not self._start_queued and restarts(
+                self.config.restart, self._result, stopped_by_request=ended_by_request
+            ):
+                if await self._wait_to_restart():
+                    continue
+            if not self._start_queued:
                 return
-            if not await self._wait_to_restart():
-                return
+            # A start (or a restart) came while the unit was on its way down, or waiting to restart.
+            self._start_queued = False
+            self._stop_requested = False
+            self._reset_for_manual_start()
 
     async def _start(self) -> MainProcess | None:
         """start-pre, start, start-post: the main process, or None when nothing is left running.

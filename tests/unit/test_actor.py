@@ -723,3 +723,15 @@ async def test_an_oom_kill_fails_the_unit_with_its_own_result() -> None:
         after = await r.status()
         assert (after.sub, after.result) == ("auto-restart", "oom-kill")  # on-failure restarts after an OOM kill
         assert "hello.service: A process of this unit has been killed by the OOM killer." in r.messages()
+
+
+async def test_a_restart_during_auto_restart_starts_at_once() -> None:
+    async with rig(RESTARTING, behaviour=lambda body: Behaviour(exit_code=1)) as r:
+        await r.ask(Start())
+        await r.clock.settle()
+        assert (await r.status()).sub == "auto-restart"
+        restart = Restart()
+        await r.mailbox.send(restart)
+        await r.clock.settle()
+        assert len(r.containers()) == 2  # started again without waiting for RestartSec
+        assert (await restart.reply.wait()).describe() == "loaded active running"  # answered once it ran
