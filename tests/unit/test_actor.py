@@ -736,3 +736,43 @@ async def test_a_restart_during_auto_restart_starts_at_once() -> None:
         await r.clock.settle()
         assert len(r.containers()) == 2  # started again without waiting for RestartSec
         assert (await restart.reply.wait()).describe() == "loaded active running"  # answered once it ran
+
+
+EXEC_STOP_HANGS = """\
+[Service]
+TimeoutStopSec=20
+ExecStart=/usr/bin/docker run --rm --name web busybox sleep 1000
+ExecStop=/bin/hanging-stop
+"""
+
+
+async def test_an_exec_stop_that_hangs_times_out_and_the_container_is_still_stopped() -> None:
+    processes = FakeProcessRunner()
+    processes.behave("/bin/hanging-stop", FakeBehaviour(exit=None))
+    async with rig(EXEC_STOP_HANGS, processes=processes) as r:
+        await r.ask(Start())
+        await r.mailbox.send(Stop())
+        await r.clock.settle()
+        assert (await r.status()).sub == "stop"
+        assert r.clock.next_deadline == 20.0
+        r.clock.advance(20)
+        await r.clock.settle()
+        final = await r.status()
+        assert (final.describe(), final.result) == ("loaded failed failed", "timeout")
+        assert not processes.spawned[0].running  # the hanging ExecStop was killed
+        assert await r.runtime.list() == []  # and the container stopped (SIGTERM, trapped) and removed
+        assert "hello.service: stop operation timed out. Terminating." in r.messages()
+
+
+async def test_timeout_stop_sec_infinity_waits_for_ever_for_sigterm() -> None:
+    unit = IGNORES_TERM.replace("TimeoutStopSec=5", "TimeoutStopSec=infinity")
+    async with rig(unit, behaviour=lambda body: Behaviour(ignore_signals={"SIGTERM", "15"})) as r:
+        status = await r.ask(Start())
+        await r.mailbox.send(Stop())
+        await r.clock.settle()
+        assert (await r.status()).sub == "stop-sigterm"
+        assert r.clock.next_deadline is None  # nothing will ever escalate to SIGKILL
+        assert status.container_id is not None
+        r.runtime.exit(status.container_id, 0)
+        await r.clock.settle()
+        assert (await r.status()).describe() == "loaded inactive dead"
