@@ -1,0 +1,63 @@
+"""The registry's errors.
+
+They extend the tree drawn in :mod:`fleetlet.errors`::
+
+    FleetletError
+    └── RegistryError            the registry refused or failed a request
+        ├── RegistryConflict     a conditional write found another revision: .key, .expected, .actual
+        │   └── LeadershipLost   a renew or resign by a machine that no longer holds the leader record
+        ├── RevisionCompacted    a watch asked for changes older than the kept history: .requested, .compacted
+        ├── UnitNotFound         .unit
+        └── RegistryClosed       the registry was closed
+
+They live beside the port that raises them, as the runtime's errors do.
+"""
+
+from __future__ import annotations
+
+from fleetlet.errors import FleetletError
+
+
+class RegistryError(FleetletError):
+    """Base of the registry's errors."""
+
+
+class RegistryConflict(RegistryError):
+    """A conditional write lost: the key's mod revision is ``actual``, not ``expected`` (0: absent).
+
+    This is what a deposed leader's stale decision hits: the caller re-reads and decides again, or gives up.
+    """
+
+    def __init__(self, key: str, expected: int, actual: int, message: str | None = None) -> None:
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+        super().__init__(message or f"{key}: expected revision {expected}, found {actual}")
+
+
+class LeadershipLost(RegistryConflict):
+    """The leader record is no longer the caller's: expired, resigned, or taken by another machine."""
+
+
+class RevisionCompacted(RegistryError):
+    """Changes after ``requested`` are no longer kept (history starts after ``compacted``): re-read, then watch."""
+
+    def __init__(self, requested: int, compacted: int) -> None:
+        self.requested = requested
+        self.compacted = compacted
+        super().__init__(
+            f"revision {requested} is compacted: the registry keeps changes after revision {compacted} only;"
+            " re-read the state and watch from its revision"
+        )
+
+
+class UnitNotFound(RegistryError):
+    """No unit of that name in the registry."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        super().__init__(f"unit {unit!r} not found")
+
+
+class RegistryClosed(RegistryError):
+    """The registry was closed; nothing more can be read or written through this object."""
