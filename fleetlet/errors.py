@@ -11,11 +11,16 @@ catch one type. The tree grows with the packages that need it::
     │   ├── NoSuchContainer    .container
     │   ├── NoSuchImage        .image
     │   └── NameConflict       .name
-    └── SpawnFailed            a command could not be started (fleetlet.exec.subprocess_runner), .exit_status
+    ├── SpawnFailed            a command could not be started (fleetlet.exec.subprocess_runner), .exit_status
+    ├── RegistryError          desired state could not be read or written (fleetlet.registry.errors)
+    │   ├── RegistryConflict   a conditional write lost (.key, .expected, .actual); LeadershipLost below it
+    │   ├── RevisionCompacted  a watch asked for history no longer kept: re-read
+    │   ├── UnitNotFound
+    │   └── RegistryClosed
+    └── APIError               an API request refused, with its HTTP .status (fleetlet.api.errors)
 
 Third-party errors (aiohttp, aiodocker) are mapped to these at the boundary where they occur
-(``fleetlet.exec.docker_runtime.engine_errors``). The engine's and the spawner's errors live beside the port
-that raises them.
+(``fleetlet.exec.docker_runtime.engine_errors``). Each package's errors live beside the code that raises them.
 """
 
 from __future__ import annotations

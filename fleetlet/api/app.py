@@ -1,0 +1,70 @@
+"""The aiohttp application serving fleet's v1 API, under ``/fleet/v1`` and its older name ``/v1-alpha``.
+
+Every answer that is not a success carries fleet's error body, whoever produced it: a handler (APIError),
+aiohttp's router (unknown path, wrong method), its body reader (too large), or a bug (500, logged). Query
+parameters a handler does not read are ignored, ``?alt=json`` above all: fleetctl sends it on every request.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from fleetlet.api import units
+from fleetlet.api.context import ApiContext
+from fleetlet.api.errors import APIError
+from fleetlet.api.wire import error_json
+from fleetlet.registry.protocol import Registry
+from fleetlet.units.syntax import MAX_UNIT_FILE_BYTES
+
+log = logging.getLogger(__name__)
+
+PREFIXES = ("/fleet/v1", "/v1-alpha")
+# A unit's text may be 1 MiB; its JSON form adds quoting and the option objects' keys around it.
+MAX_BODY_BYTES = MAX_UNIT_FILE_BYTES + 256 * 1024
+_METHOD_ORDER = ("GET", "PUT", "PATCH", "POST", "DELETE")
+
+
+def fleet_v1_app(registry: Registry, *, page_size: int | None = None) -> web.Application:
+    """The fleet v1 API over ``registry``; ``page_size`` units per page of ``GET /units`` (fleet's 100 by default)."""
+    ctx = ApiContext(registry) if page_size is None else ApiContext(registry, page_size)
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    for prefix in PREFIXES:
+        app.add_routes(units.routes(ctx, prefix))
+    return app
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=error_json(status, message), content_type="application/json", headers=headers
+    )
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except APIError as e:
+        return error_response(e.status, e.message)
+    except web.HTTPMethodNotAllowed as e:
+        allowed = [m for m in _METHOD_ORDER if m in e.allowed_methods]
+        return error_response(
+            405, f"only {_enumerate(allowed)} supported against this resource", {"Allow": ", ".join(allowed)}
+        )
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, f"request body too large: the limit is {MAX_BODY_BYTES} bytes")
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        message = "resource not found" if e.status == 404 else e.reason
+        return error_response(e.status, message)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal error; see the agent's log")
+
+
+def _enumerate(words: list[str]) -> str:
+    """``GET``, ``GET and PUT``, ``GET, PUT and DELETE``: fleet's wording."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
