@@ -3,6 +3,7 @@
 The public API is what ``__all__`` lists; everything else is internal and may change.
 """
 
+from fleetlet.client import APIRequestFailed, Client, ClientError, EndpointUnreachable
 from fleetlet.diagnostics import Diagnostic, Report
 from fleetlet.errors import FleetletError, UnitFileError, UnitNameError
 from fleetlet.units.check import CheckedUnit, check_unit, load_unit
@@ -15,8 +16,12 @@ from fleetlet.units.xfleet import Requirements
 __version__ = "0.1.0"
 
 __all__ = [
+    "APIRequestFailed",
     "CheckedUnit",
+    "Client",
+    "ClientError",
     "Diagnostic",
+    "EndpointUnreachable",
     "FleetletError",
     "Report",
     "Requirements",

@@ -1,6 +1,20 @@
-"""The leader's side of fleetlet: where units run. For now the pure scheduler and its snapshot."""
+"""The leader's side of fleetlet: where units run. The pure scheduler, its snapshot, and the engine that leads."""
 
+from fleetlet.engine.engine import Engine, describe
+from fleetlet.engine.mirror import RegistryMirror
 from fleetlet.engine.scheduler import Decision, GlobalVerdict, Plan, runs_global, schedule
 from fleetlet.engine.snapshot import MachineSpec, Snapshot, UnitSpec
 
-__all__ = ["Decision", "GlobalVerdict", "MachineSpec", "Plan", "Snapshot", "UnitSpec", "runs_global", "schedule"]
+__all__ = [
+    "Decision",
+    "Engine",
+    "GlobalVerdict",
+    "MachineSpec",
+    "Plan",
+    "RegistryMirror",
+    "Snapshot",
+    "UnitSpec",
+    "describe",
+    "runs_global",
+    "schedule",
+]
