@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fleetlet import __version__
-from fleetlet.cli import run_unit, verify
+from fleetlet.cli import list_unit_files, run_unit, units, verify
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     verify.register(commands)
     run_unit.register(commands)
+    units.register(commands)
+    list_unit_files.register(commands)
     return parser
 
 
