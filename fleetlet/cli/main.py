@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fleetlet import __version__
-from fleetlet.cli import list_unit_files, run_unit, units, verify
+from fleetlet.cli import agent, list_unit_files, run_unit, units, verify
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fleetlet {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     verify.register(commands)
+    agent.register(commands)
     run_unit.register(commands)
     units.register(commands)
     list_unit_files.register(commands)
