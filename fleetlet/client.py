@@ -102,6 +102,27 @@ class Unit:
 
 
 @dataclass(frozen=True, slots=True)
+class UnitState:
+    """A unit's state on the machine that runs it, as the API reports it (fleet's ``schema.UnitState``)."""
+
+    name: str
+    hash: str
+    machine_id: str
+    load_state: str
+    active_state: str
+    sub_state: str
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """A machine of the cluster: its ID, the IP users reach it at ("" when unknown), its metadata."""
+
+    id: str
+    primary_ip: str
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class _Answer:
     status: int
     body: bytes
@@ -142,7 +163,7 @@ class Client:
     async def units(self) -> list[Unit]:
         """Every unit, in name order, following ``nextPageToken`` across pages.
 
-        A list, not an async iterator: its callers (``list-units``, ``list-unit-files``) need every unit before
+        A list, not an async iterator: its callers (``list-unit-files``, ``start``'s globs) need every unit before
         printing a line to size the columns, and a list leaves no half-consumed generator holding a connection
         when a caller breaks out early.
         """
@@ -157,6 +178,26 @@ class Client:
                 return found
             if not isinstance(token, str):
                 raise UnexpectedResponse(self.endpoint, 200, "nextPageToken is not a string")
+
+    async def states(self, machine_id: str | None = None, unit_name: str | None = None) -> list[UnitState]:
+        """Every unit state, or those of one machine or one unit, in unit name order across pages."""
+        found: list[UnitState] = []
+        filters = {k: v for k, v in (("machineID", machine_id), ("unitName", unit_name)) if v}
+        token: str | None = None
+        while True:
+            params = {**filters, "nextPageToken": token} if token else filters
+            page = _object(await self._json("GET", "state", params=params), self.endpoint)
+            found.extend(_unit_state(doc, self.endpoint) for doc in _list(page.get("states", []), self.endpoint))
+            token = page.get("nextPageToken")
+            if not token:
+                return found
+            if not isinstance(token, str):
+                raise UnexpectedResponse(self.endpoint, 200, "nextPageToken is not a string")
+
+    async def machines(self) -> list[Machine]:
+        """Every machine of the cluster, in ID order."""
+        page = _object(await self._json("GET", "machines"), self.endpoint)
+        return [_machine(doc, self.endpoint) for doc in _list(page.get("machines", []), self.endpoint)]
 
     async def unit(self, name: str) -> Unit | None:
         """The unit called ``name``, or None when there is none."""
@@ -288,6 +329,28 @@ def _unit(doc: object, endpoint: str) -> Unit:
         desired_state=_state(unit, "desiredState", endpoint),
         current_state=_state(unit, "currentState", endpoint),
         machine_id=_str(unit, "machineID", endpoint) or None,
+    )
+
+
+def _unit_state(doc: object, endpoint: str) -> UnitState:
+    state = _object(doc, endpoint)
+    return UnitState(
+        name=_str(state, "name", endpoint),
+        hash=_str(state, "hash", endpoint),
+        machine_id=_str(state, "machineID", endpoint),
+        load_state=_str(state, "systemdLoadState", endpoint),
+        active_state=_str(state, "systemdActiveState", endpoint),
+        sub_state=_str(state, "systemdSubState", endpoint),
+    )
+
+
+def _machine(doc: object, endpoint: str) -> Machine:
+    machine = _object(doc, endpoint)
+    metadata = _object(machine.get("metadata", {}), endpoint)
+    return Machine(
+        id=_str(machine, "id", endpoint),
+        primary_ip=_str(machine, "primaryIP", endpoint),
+        metadata={key: _str(metadata, key, endpoint) for key in metadata},
     )
 
 

@@ -24,7 +24,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from fleetlet.agent.node import Node
 from fleetlet.agent.reconcile import DesiredUnit, plan
 from fleetlet.agent.supervisor import Supervisor
-from fleetlet.api import fleet_v1_app
+from fleetlet.api import UnitState, fleet_v1_app
 from fleetlet.clock import Clock, SystemClock
 from fleetlet.engine.engine import Engine
 from fleetlet.engine.snapshot import MachineSpec
@@ -63,6 +63,7 @@ class AgentConfig:
     port: int
     docker_url: str
     metadata: Mapping[str, str] = field(default_factory=dict)
+    public_ip: str = ""
     purge: bool = False
 
 
@@ -161,9 +162,19 @@ async def serve(config: AgentConfig) -> None:
         except (OSError, FleetletError) as exc:
             raise AgentStartupError(f"cannot open the registry in {config.state_dir}: {exc}") from exc
         runtime = await stack.enter_async_context(DockerRuntime(config.docker_url))
-        close_api = await _start_api(registry, config, stack)
+        machine = MachineSpec(config.machine_id, config.metadata, config.public_ip)
+        supervisor: Supervisor | None = None  # the API answers before the supervisor exists: no states yet
 
-        machine = MachineSpec(config.machine_id, config.metadata)
+        def states() -> list[UnitState]:
+            if supervisor is None:
+                return []
+            return [
+                UnitState(s.name, s.hash, config.machine_id, s.load, s.active, s.sub) for s in supervisor.statuses()
+            ]
+
+        app = fleet_v1_app(registry, states=states, machines=lambda: [machine])
+        close_api = await _start_api(app, config, stack)
+
         facts = MachineFacts(hostname=os.uname().nodename, machine_id=config.machine_id, boot_id=_boot_id())
         stopping = anyio.Event()
         async with anyio.create_task_group() as tg:
@@ -203,10 +214,10 @@ async def serve(config: AgentConfig) -> None:
 
 
 async def _start_api(
-    registry: Registry, config: AgentConfig, stack: contextlib.AsyncExitStack
+    app: web.Application, config: AgentConfig, stack: contextlib.AsyncExitStack
 ) -> Callable[[], Awaitable[None]]:
     """Serve the API on ``--listen`` and the state directory's socket; returns how to close it (once or more)."""
-    runner = web.AppRunner(fleet_v1_app(registry), handle_signals=False, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     closed = False
 

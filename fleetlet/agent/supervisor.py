@@ -106,6 +106,10 @@ class Supervisor:
             for name, entry in self._entries.items()
         }
 
+    def statuses(self) -> list[UnitStatus]:
+        """The latest status each loaded unit's actor published, in name order."""
+        return [self._entries[name].status for name in sorted(self._entries)]
+
     async def apply(self, tasks: Sequence[Task], units: Mapping[str, CheckedUnit]) -> None:
         """Carry out ``tasks`` in order; ``units`` holds the checked unit for every load and replace.
 

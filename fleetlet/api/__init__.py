@@ -2,5 +2,6 @@
 
 from fleetlet.api.app import MAX_BODY_BYTES, PREFIXES, fleet_v1_app
 from fleetlet.api.errors import APIError
+from fleetlet.api.state import UnitState
 
-__all__ = ["MAX_BODY_BYTES", "PREFIXES", "APIError", "fleet_v1_app"]
+__all__ = ["MAX_BODY_BYTES", "PREFIXES", "APIError", "UnitState", "fleet_v1_app"]

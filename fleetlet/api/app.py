@@ -12,9 +12,10 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from fleetlet.api import units
-from fleetlet.api.context import ApiContext
+from fleetlet.api import state, units
+from fleetlet.api.context import PAGE_SIZE, ApiContext
 from fleetlet.api.errors import APIError
+from fleetlet.api.state import MachinesProvider, StatesProvider, no_machines, no_states
 from fleetlet.api.wire import error_json
 from fleetlet.registry.protocol import Registry
 from fleetlet.units.syntax import MAX_UNIT_FILE_BYTES
@@ -27,12 +28,22 @@ MAX_BODY_BYTES = MAX_UNIT_FILE_BYTES + 256 * 1024
 _METHOD_ORDER = ("GET", "PUT", "PATCH", "POST", "DELETE")
 
 
-def fleet_v1_app(registry: Registry, *, page_size: int | None = None) -> web.Application:
-    """The fleet v1 API over ``registry``; ``page_size`` units per page of ``GET /units`` (fleet's 100 by default)."""
-    ctx = ApiContext(registry) if page_size is None else ApiContext(registry, page_size)
+def fleet_v1_app(
+    registry: Registry,
+    *,
+    page_size: int | None = None,
+    states: StatesProvider = no_states,
+    machines: MachinesProvider = no_machines,
+) -> web.Application:
+    """The fleet v1 API over ``registry``; ``page_size`` units or states per page (fleet's 100 by default).
+
+    ``states`` and ``machines`` say what ``GET /state`` and ``GET /machines`` report; by default, nothing.
+    """
+    ctx = ApiContext(registry, page_size or PAGE_SIZE)
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     for prefix in PREFIXES:
         app.add_routes(units.routes(ctx, prefix))
+        app.add_routes(state.routes(states, machines, ctx.page_size, prefix))
     return app
 
 

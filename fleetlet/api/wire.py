@@ -44,12 +44,12 @@ def current_state(desired: DesiredState, entry: ScheduleEntry | None) -> Desired
 
 
 def options_json(options: Iterable[UnitOption]) -> list[JSON]:
-    return [_omit_empty({"section": o.section, "name": o.name, "value": o.value}) for o in options]
+    return [omit_empty({"section": o.section, "name": o.name, "value": o.value}) for o in options]
 
 
 def unit_json(record: UnitRecord, entry: ScheduleEntry | None) -> JSON:
     """A unit as fleet's ``schema.Unit``: name, options in normalized order, desired and current state, machine."""
-    return _omit_empty(
+    return omit_empty(
         {
             "currentState": current_state(record.desired_state, entry),
             "desiredState": record.desired_state,
@@ -61,7 +61,7 @@ def unit_json(record: UnitRecord, entry: ScheduleEntry | None) -> JSON:
 
 
 def unit_page_json(units: Iterable[JSON], next_token: str | None) -> JSON:
-    return _omit_empty({"units": list(units), "nextPageToken": next_token or ""})
+    return omit_empty({"units": list(units), "nextPageToken": next_token or ""})
 
 
 def error_json(status: int, message: str) -> bytes:
@@ -118,5 +118,6 @@ def _undecodable(reason: str) -> APIError:
     return APIError(400, f"unable to decode body: {reason}")
 
 
-def _omit_empty(doc: JSON) -> JSON:
-    return {k: v for k, v in doc.items() if v not in ("", [], None)}
+def omit_empty(doc: JSON) -> JSON:
+    """fleet's ``omitempty``: empty strings, lists, maps and None left out."""
+    return {k: v for k, v in doc.items() if v not in ("", [], {}, None)}

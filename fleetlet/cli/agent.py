@@ -45,6 +45,7 @@ def register(commands: Any) -> None:
     )
     agent.add_argument("--machine-id", help="this machine's ID (default: /etc/machine-id, else one generated and kept)")
     agent.add_argument("--metadata", type=_metadata, default={}, metavar="K=V,...", help="this machine's metadata")
+    agent.add_argument("--public-ip", default="", metavar="IP", help="the address other machines and users reach")
     agent.add_argument("--docker-host", help="the Docker engine (default: $DOCKER_HOST, else the local socket)")
     agent.add_argument("--purge", action="store_true", help="on shutdown, stop every unit instead of leaving it")
     agent.set_defaults(run=_run)
@@ -63,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
             port=port,
             docker_url=docker_host(args.docker_host),
             metadata=args.metadata,
+            public_ip=args.public_ip,
             purge=args.purge,
         )
         anyio.run(serve, config)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fleetlet import __version__
-from fleetlet.cli import agent, list_unit_files, run_unit, units, verify
+from fleetlet.cli import agent, list_machines, list_unit_files, list_units, run_unit, units, verify
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     agent.register(commands)
     run_unit.register(commands)
     units.register(commands)
+    list_units.register(commands)
     list_unit_files.register(commands)
+    list_machines.register(commands)
     return parser
 
 

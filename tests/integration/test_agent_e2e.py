@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 FLEETLET = Path(sys.executable).parent / "fleetlet"
 BOUND = 20.0  # seconds any one expected change may take
+PUBLIC_IP = "192.0.2.7"  # TEST-NET-1: shown, never dialled
 
 
 @dataclass
@@ -51,7 +52,8 @@ class Agents:
             *("--state-dir", str(self.state_dir)),
             *("--listen", f"127.0.0.1:{_free_port()}"),
             *("--machine-id", self.machine_id),
-            *("--metadata", "group=hw_webservers"),
+            *("--metadata", "group=hw_webservers,region=lab"),
+            *("--public-ip", PUBLIC_IP),
         ]
         with self.log.open("ab") as log:
             process = subprocess.Popen(argv, env=self._env(), stdout=log, stderr=log)
@@ -150,6 +152,12 @@ def _unit_file(directory: Path, container: str) -> Path:
     return path
 
 
+def _cells(agents: Agents, *command: str) -> list[list[str]]:
+    """The rows of a list command without its legend, each split into its non-empty tab-separated cells."""
+    out = agents.fleetlet(*command, "--no-legend").stdout
+    return [[cell for cell in line.split("\t") if cell] for line in out.splitlines()]
+
+
 def _running(agents: Agents, container: str) -> ContainerState | None:
     state = agents.inspect(container)
     return state if state is not None and state.running else None
@@ -164,6 +172,17 @@ def test_submit_start_stop_destroy(agents: Agents, tmp_path: Path) -> None:
     agents.fleetlet("start", unit.name)
     _until(lambda: _running(agents, container))
     assert agents.inspect(container) is not None
+    _until(
+        lambda: (
+            _cells(agents, "list-units", "-l") == [[unit.name, f"{agents.machine_id}/{PUBLIC_IP}", "active", "running"]]
+        )
+    )
+    assert agents.fleetlet("list-units").stdout == (
+        f"UNIT\t\t\tMACHINE\t\t\tACTIVE\tSUB\n{unit.name}\t{agents.machine_id[:8]}.../{PUBLIC_IP}\tactive\trunning\n"
+    )
+    assert _cells(agents, "list-machines", "--full") == [
+        [agents.machine_id, PUBLIC_IP, "group=hw_webservers,region=lab"]
+    ]
 
     agents.fleetlet("stop", unit.name)
     _until(lambda: _running(agents, container) is None)

@@ -11,17 +11,20 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from fleetlet.api import fleet_v1_app
+from fleetlet import client
+from fleetlet.api import UnitState, fleet_v1_app
 from fleetlet.client import (
     APIRequestFailed,
     Client,
     ClientError,
     EndpointUnreachable,
     InvalidEndpoint,
+    Machine,
     Unit,
     UnitConflict,
 )
 from fleetlet.clock import ManualClock
+from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.errors import FleetletError
 from fleetlet.registry import MemoryRegistry
 from fleetlet.units.check import load_unit
@@ -269,3 +272,53 @@ async def test_every_request_asks_for_json_like_fleetctl(registry: MemoryRegistr
     assert [method for method, _ in seen] == ["PUT"] * 4 + ["GET"] * 3 + ["DELETE"]
     assert [query.split("&")[0] for _, query in seen] == ["alt=json"] * len(seen)
     assert seen[6][1].startswith("alt=json&nextPageToken=")
+
+
+# --- states and machines -----------------------------------------------------------------------------------------
+
+A = "1a2b3c4d5e6f708192a3b4c5d6e7f809"
+STATES = [
+    UnitState("u2.service", "h2", A, "loaded", "active", "running"),
+    UnitState("u1.service", "h1", A, "loaded", "failed", "failed"),
+    UnitState("u3.service", "", "b", "loaded", "inactive", "dead"),
+]
+
+
+@pytest.fixture
+async def cluster(registry: MemoryRegistry, tmp_path: Path) -> AsyncIterator[str]:
+    app = fleet_v1_app(
+        registry,
+        page_size=PAGE_SIZE,
+        states=lambda: STATES,
+        machines=lambda: [MachineSpec(A, {"group": "web"}, "10.0.0.1"), MachineSpec("b")],
+    )
+    async with registry, served(app, "unix", tmp_path) as url:
+        yield url
+
+
+@pytest.mark.anyio
+async def test_states_follows_pages_and_filters(cluster: str) -> None:
+    async with Client(cluster) as fleet:
+        every = await fleet.states()
+        on_a = await fleet.states(machine_id=A)
+        u3 = await fleet.states(unit_name="u3.service")
+    assert every == [
+        client.UnitState("u1.service", "h1", A, "loaded", "failed", "failed"),
+        client.UnitState("u2.service", "h2", A, "loaded", "active", "running"),
+        client.UnitState("u3.service", "", "b", "loaded", "inactive", "dead"),
+    ]
+    assert [s.name for s in on_a] == ["u1.service", "u2.service"]
+    assert u3 == every[2:]
+
+
+@pytest.mark.anyio
+async def test_machines_reads_ip_and_metadata_and_their_absence(cluster: str) -> None:
+    async with Client(cluster) as fleet:
+        assert await fleet.machines() == [Machine(A, "10.0.0.1", {"group": "web"}), Machine("b", "", {})]
+
+
+@pytest.mark.anyio
+async def test_states_and_machines_of_an_agentless_api_are_empty(endpoint: str) -> None:
+    async with Client(endpoint) as fleet:
+        assert await fleet.states() == []
+        assert await fleet.machines() == []

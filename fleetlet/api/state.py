@@ -1,0 +1,110 @@
+"""The ``/state`` and ``/machines`` resources of fleet's v1 API: what runs where, and the machines it runs on.
+
+The API does not know the agent: what it reports comes from providers given to :func:`fleetlet.api.fleet_v1_app`,
+called on every request, so a test gives lists and the agent gives its supervisor's latest statuses.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from fleetlet.api.errors import APIError
+from fleetlet.api.wire import JSON, omit_empty
+from fleetlet.engine.snapshot import MachineSpec
+
+
+@dataclass(frozen=True, slots=True)
+class UnitState:
+    """One unit's systemd-like state on one machine, as fleet's ``schema.UnitState``."""
+
+    name: str
+    hash: str
+    machine_id: str
+    load: str
+    active: str
+    sub: str
+
+
+StatesProvider = Callable[[], Sequence[UnitState]]
+MachinesProvider = Callable[[], Sequence[MachineSpec]]
+
+
+def no_states() -> Sequence[UnitState]:
+    return ()
+
+
+def no_machines() -> Sequence[MachineSpec]:
+    return ()
+
+
+def state_json(state: UnitState) -> JSON:
+    return omit_empty(
+        {
+            "hash": state.hash,
+            "machineID": state.machine_id,
+            "name": state.name,
+            "systemdActiveState": state.active,
+            "systemdLoadState": state.load,
+            "systemdSubState": state.sub,
+        }
+    )
+
+
+def machine_json(machine: MachineSpec) -> JSON:
+    return omit_empty({"id": machine.id, "primaryIP": machine.public_ip, "metadata": dict(machine.metadata)})
+
+
+def routes(states: StatesProvider, machines: MachinesProvider, page_size: int, prefix: str) -> list[web.RouteDef]:
+    async def list_states(request: web.Request) -> web.Response:
+        machine_id = _one(request, "machineID")
+        unit_name = _one(request, "unitName")
+        after = _page_token(_one(request, "nextPageToken"))
+        found = sorted(
+            (s for s in states() if machine_id in ("", s.machine_id) and unit_name in ("", s.name)),
+            key=lambda s: (s.name, s.machine_id),
+        )
+        if after is not None:
+            found = [s for s in found if (s.name, s.machine_id) > after]
+        page, rest = found[:page_size], found[page_size:]
+        token = _token_of(page[-1]) if rest else ""
+        return _json_response(omit_empty({"states": [state_json(s) for s in page], "nextPageToken": token}))
+
+    async def list_machines(request: web.Request) -> web.Response:
+        listed = sorted(machines(), key=lambda m: m.id)
+        return _json_response(omit_empty({"machines": [machine_json(m) for m in listed]}))
+
+    return [web.get(f"{prefix}/state", list_states), web.get(f"{prefix}/machines", list_machines)]
+
+
+def _json_response(doc: JSON) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), content_type="application/json")
+
+
+def _one(request: web.Request, key: str) -> str:
+    values = request.query.getall(key, [])
+    if len(values) > 1:
+        raise APIError(400, f"too many values for {key}")
+    return values[0] if values else ""
+
+
+def _token_of(state: UnitState) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([state.name, state.machine_id])).decode()
+
+
+def _page_token(token: str) -> tuple[str, str] | None:
+    """The (name, machine) a page ends on; the token is opaque to clients, as fleet's was."""
+    if not token:
+        return None
+    try:
+        doc = orjson.loads(base64.urlsafe_b64decode(token.encode()))
+    except (binascii.Error, ValueError) as e:
+        raise APIError(400, "invalid page token") from e
+    if not (isinstance(doc, list) and len(doc) == 2 and all(isinstance(v, str) for v in doc)):
+        raise APIError(400, "invalid page token")
+    return doc[0], doc[1]
