@@ -37,6 +37,7 @@ from fleetlet.exec.docker_argv import (
 from fleetlet.exec.docker_values import parse_image_ref
 from fleetlet.exec.environment import resolve_docker_env
 from fleetlet.exec.runtime import (
+    CLEANUP_SECONDS,
     LABEL_HASH,
     LABEL_REMOVE,
     LABEL_ROLE,
@@ -54,8 +55,6 @@ EXIT_NOT_FOUND = 127  # the container's command does not exist
 EXIT_FAILED = 1  # any other docker command that failed
 # How long a container's last output may take to reach the journal after it exits.
 _LOG_DRAIN_SECONDS = 2.0
-# Bound on engine requests made while cleaning up after a cancelled command.
-_CLEANUP_SECONDS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +149,7 @@ async def start_container(run: Run, ctx: DockerContext, *, role: str) -> str:
     finally:
         if not started:
             # Cancelled, or the start failed: a created container nobody will run is removed, as `--rm` would.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_SECONDS):
                 await _quietly(ctx.runtime.remove(container, force=True))
     return container
 
@@ -179,7 +178,7 @@ async def _remove_own_leftover(ctx: DockerContext, name: str) -> bool:
 
 async def _remove_unstarted(ctx: DockerContext, labels: Mapping[str, str]) -> None:
     """Remove containers with ``labels`` that were created and never started: nobody will ever run them."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_SECONDS):
         try:
             states = await ctx.runtime.list(labels)
         except RuntimeFailure:
@@ -191,7 +190,7 @@ async def _remove_unstarted(ctx: DockerContext, labels: Mapping[str, str]) -> No
 
 async def stop_and_remove(ctx: DockerContext, container: str, *, remove: bool) -> None:
     """Cleanup for a container whose command was cancelled: kill it and, for ``--rm``, remove it. Never raises."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_SECONDS):
         await _quietly(ctx.runtime.kill(container, "SIGKILL"))
         if remove:
             await _quietly(ctx.runtime.remove(container, force=True))
@@ -238,7 +237,7 @@ async def _run(run: Run, ctx: DockerContext) -> int:
         if status is None:  # cancelled (a timeout, a stop) or the engine failed: the command's container goes
             await stop_and_remove(ctx, container, remove=run.remove)
     if run.remove:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_SECONDS):
             await _quietly(ctx.runtime.remove(container, force=True))
     return status
 

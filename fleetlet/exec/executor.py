@@ -26,6 +26,7 @@ from fleetlet.exec.docker_commands import (
 )
 from fleetlet.exec.engine_events import ENGINE_RETRY_MAX, VANISHED, EngineEvents, until_engine_answers
 from fleetlet.exec.runtime import (
+    CLEANUP_SECONDS,
     LABEL_HASH,
     LABEL_MACHINE,
     LABEL_REMOVE,
@@ -41,9 +42,6 @@ from fleetlet.exec.status import ExitStatus
 from fleetlet.exec.subprocess_runner import ProcessRunner, SpawnedProcess, SpawnFailed
 from fleetlet.service.journal import Journal, log_sink
 from fleetlet.service.ports import MainProcess, PreparedCommand
-
-# Bound on the engine requests of a cleanup.
-_CLEANUP_SECONDS = 15.0
 
 
 class Executor:
@@ -283,7 +281,7 @@ class ContainerMain:
     async def release(self) -> None:
         if not self._remove:
             return
-        with anyio.move_on_after(_CLEANUP_SECONDS):  # a hung engine must not hold up a stop for ever
+        with anyio.move_on_after(CLEANUP_SECONDS):  # a hung engine must not hold up a stop for ever
             try:
                 state = await self._runtime.inspect(self._container)
                 if not state.running:  # KillMode=none may leave it running: then it is not ours to remove

@@ -26,6 +26,10 @@ LABEL_REMOVE = "fleetlet.rm"  # "1" when the container was run with --rm: whoeve
 
 Stream = Literal["stdout", "stderr"]
 
+# How long cleanup that runs shielded from cancellation may spend on engine requests (killing, removing): a hung
+# engine must not hold up a stop, a cancellation or a shutdown for ever.
+CLEANUP_SECONDS = 15.0
+
 
 class RuntimeFailure(FleetletError):
     """The engine refused or failed an operation. ``status`` is the HTTP status (0: no answer at all)."""

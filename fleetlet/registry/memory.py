@@ -33,11 +33,9 @@ from fleetlet.registry.model import (
     token_name,
     unit_key,
 )
-from fleetlet.registry.protocol import DEFAULT_PAGE
+from fleetlet.registry.protocol import DEFAULT_HISTORY, DEFAULT_PAGE
 from fleetlet.registry.watch import Notifier, follow
 from fleetlet.units.model import UnitFile
-
-DEFAULT_HISTORY = 10_000
 
 
 class MemoryRegistry:

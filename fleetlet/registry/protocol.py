@@ -16,6 +16,7 @@ from fleetlet.registry.model import Change, DesiredState, LeaderRecord, Schedule
 from fleetlet.units.model import UnitFile
 
 DEFAULT_PAGE = 1000
+DEFAULT_HISTORY = 10_000  # writes a backend keeps for watches to replay
 
 
 class Registry(Protocol):

@@ -43,13 +43,11 @@ from fleetlet.registry.model import (
     token_name,
     unit_key,
 )
-from fleetlet.registry.protocol import DEFAULT_PAGE
+from fleetlet.registry.protocol import DEFAULT_HISTORY, DEFAULT_PAGE
 from fleetlet.registry.watch import Notifier, follow
 from fleetlet.units.model import UnitFile
 
 T = TypeVar("T")
-
-DEFAULT_HISTORY = 10_000
 
 
 class SqliteRegistry:

@@ -26,6 +26,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from fleetlet.clock import Clock, move_on_after
 from fleetlet.exec.environment import expand_argv, read_environment_file
+from fleetlet.exec.runtime import CLEANUP_SECONDS
 from fleetlet.exec.status import ExitStatus
 from fleetlet.service.journal import Journal
 from fleetlet.service.ports import MainProcess, PreparedCommand, UnitRunner
@@ -41,8 +42,6 @@ T = TypeVar("T")
 # How long to wait for the engine to confirm a SIGKILL took effect before giving up on the process.
 _SIGKILL_GRACE = 10.0
 _NO_MACHINE = MachineFacts()
-# Bound on cleanup that runs shielded from cancellation, so a hung engine cannot hold a stop for ever.
-_CLEANUP_SECONDS = 15.0
 
 
 class Reply(Generic[T]):
@@ -432,7 +431,7 @@ class UnitActor:
             self._main_exited(status, oom_killed=main.oom_killed)
 
     async def _release(self, main: MainProcess) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLEANUP_SECONDS):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_SECONDS):
             try:
                 await main.release()
             except Exception as e:  # cleanup must not turn a stop into a crash
