@@ -19,34 +19,28 @@ from pathlib import Path
 import anyio
 from aiohttp import web
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectSendStream
 
+from fleetlet.agent.machine import LocalMachine
 from fleetlet.agent.node import Node
-from fleetlet.agent.reconcile import DesiredUnit, plan
+from fleetlet.agent.reconciler import Reconciler
 from fleetlet.agent.supervisor import Supervisor
-from fleetlet.api import UnitState, fleet_v1_app
-from fleetlet.clock import Clock, SystemClock
+from fleetlet.agent.view import AgentView
+from fleetlet.api import fleet_v1_app
+from fleetlet.clock import SystemClock
 from fleetlet.engine.engine import Engine
 from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.errors import FleetletError
 from fleetlet.exec.docker_runtime import DockerRuntime
 from fleetlet.exec.engine_events import EngineEvents
 from fleetlet.exec.subprocess_runner import SubprocessRunner
-from fleetlet.registry.errors import RevisionCompacted
-from fleetlet.registry.model import Change
-from fleetlet.registry.protocol import Registry
 from fleetlet.registry.sqlite import SqliteRegistry
 from fleetlet.service.journal import FileJournal, Journal
-from fleetlet.units.check import CheckedUnit, load_unit
 from fleetlet.units.specifiers import MachineFacts
 
 log = logging.getLogger("fleetlet.agent")
 
 SOCKET_NAME = "fleetlet.sock"
 REGISTRY_NAME = "registry.sqlite"
-# A reconcile pass also runs this often without any registry change: it restarts units that ended on their own.
-RECONCILE_INTERVAL = 10.0
-WATCH_BUFFER = 256
 
 
 class AgentStartupError(FleetletError):
@@ -67,85 +61,15 @@ class AgentConfig:
     purge: bool = False
 
 
-class Reconciler:
-    """Keeps the supervisor in line with this machine's part of the schedule.
+# Reads the metadata again on SIGHUP (from the config file); raises FleetletError with a one-line reason.
+MetadataSource = Callable[[], Mapping[str, str]]
 
-    A pass runs at start, after every registry change and every ``interval`` seconds; changes that arrive during a
-    pass coalesce into one more pass.
+
+async def serve(config: AgentConfig, reload_metadata: MetadataSource | None = None) -> None:
+    """Run the agent until SIGINT or SIGTERM; AgentStartupError when it cannot start.
+
+    On SIGHUP the machine's metadata becomes what ``reload_metadata`` returns; if it fails, the old metadata stays.
     """
-
-    def __init__(
-        self,
-        registry: Registry,
-        supervisor: Supervisor,
-        machine_id: str,
-        clock: Clock,
-        *,
-        interval: float = RECONCILE_INTERVAL,
-    ) -> None:
-        self._registry = registry
-        self._supervisor = supervisor
-        self._machine_id = machine_id
-        self._clock = clock
-        self._interval = interval
-        self._wake = anyio.Event()
-
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Reconcile until cancelled; reports started after the first pass."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._follow)
-            tg.start_soon(self._tick)
-            await self.reconcile()
-            task_status.started()
-            while True:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                await self.reconcile()
-
-    async def reconcile(self) -> None:
-        """One pass: what the registry wants here against what the actors report."""
-        view = await self._registry.machine_schedule(self._machine_id)
-        desired: dict[str, DesiredUnit] = {}
-        units: dict[str, CheckedUnit] = {}
-        for name in sorted(view.entries):
-            record = await self._registry.get_unit(name)
-            if record is None or record.desired_state == "inactive":
-                continue
-            try:
-                checked = load_unit(record.text, name)
-            except FleetletError as exc:  # accepted by an older fleetlet, perhaps: nothing to run
-                log.warning("%s: cannot load the unit: %s", name, exc)
-                continue
-            desired[name] = DesiredUnit(name, checked.hash, record.desired_state, record.revision)
-            units[name] = checked
-        await self._supervisor.apply(plan(desired, self._supervisor.current()), units)
-
-    async def _tick(self) -> None:
-        while True:
-            await self._clock.sleep(self._interval)
-            self._wake.set()
-
-    async def _follow(self) -> None:
-        """Wake a pass on every change; a watch that fell behind starts again from the current revision."""
-        while True:
-            revision = await self._registry.revision()
-            send, receive = anyio.create_memory_object_stream[Change](WATCH_BUFFER)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch, revision, send)
-                async with receive:
-                    async for _ in receive:
-                        self._wake.set()
-            self._wake.set()
-
-    async def _watch(self, revision: int, sink: MemoryObjectSendStream[Change]) -> None:
-        try:
-            await self._registry.watch(revision, sink)
-        except RevisionCompacted as exc:
-            log.info("registry watch fell behind (%s); watching again", exc)
-
-
-async def serve(config: AgentConfig) -> None:
-    """Run the agent until SIGINT or SIGTERM; AgentStartupError when it cannot start."""
     clock = SystemClock()
     journal_dir = config.state_dir / "journal"
     try:
@@ -162,26 +86,19 @@ async def serve(config: AgentConfig) -> None:
         except (OSError, FleetletError) as exc:
             raise AgentStartupError(f"cannot open the registry in {config.state_dir}: {exc}") from exc
         runtime = await stack.enter_async_context(DockerRuntime(config.docker_url))
-        machine = MachineSpec(config.machine_id, config.metadata, config.public_ip)
-        supervisor: Supervisor | None = None  # the API answers before the supervisor exists: no states yet
-
-        def states() -> list[UnitState]:
-            if supervisor is None:
-                return []
-            return [
-                UnitState(s.name, s.hash, config.machine_id, s.load, s.active, s.sub) for s in supervisor.statuses()
-            ]
-
-        app = fleet_v1_app(registry, states=states, machines=lambda: [machine])
-        close_api = await _start_api(app, config, stack)
+        machine = LocalMachine(MachineSpec(config.machine_id, config.metadata, config.public_ip))
+        view = AgentView(machine, journal_dir, clock)
+        close_api = await _start_api(fleet_v1_app(registry, view=view), config, stack)
 
         facts = MachineFacts(hostname=os.uname().nodename, machine_id=config.machine_id, boot_id=_boot_id())
         stopping = anyio.Event()
         async with anyio.create_task_group() as tg:
-            await tg.start(_signals, stopping)
+            await tg.start(_signals, stopping, machine, reload_metadata)
             events = EngineEvents(runtime, clock)
             await tg.start(events.run)
-            engine = Engine(registry, lambda: [machine], clock, machine_id=config.machine_id)
+            engine = Engine(registry, lambda: [machine.spec], clock, machine_id=config.machine_id)
+            machine.subscribe(engine.machines_changed)
+            view.engine = engine
             await tg.start(engine.run)
             node = Node(runtime, SubprocessRunner(), clock, facts, events)
 
@@ -190,11 +107,14 @@ async def serve(config: AgentConfig) -> None:
 
             supervisor = Supervisor(node, journals)
             await tg.start(supervisor.run)
+            view.supervisor = supervisor
+            reconciler = Reconciler(registry, supervisor, config.machine_id, clock)
+            machine.subscribe(reconciler.wake)
             reconciling = anyio.CancelScope()
 
             async def reconcile(*, task_status: TaskStatus[None]) -> None:
                 with reconciling:
-                    await Reconciler(registry, supervisor, config.machine_id, clock).run(task_status=task_status)
+                    await reconciler.run(task_status=task_status)
 
             await tg.start(reconcile)
             log.info(
@@ -241,12 +161,29 @@ async def _start_api(
     return close
 
 
-async def _signals(stopping: anyio.Event, *, task_status: TaskStatus[None]) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _signals(
+    stopping: anyio.Event,
+    machine: LocalMachine,
+    reload_metadata: MetadataSource | None,
+    *,
+    task_status: TaskStatus[None],
+) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         task_status.started()
         async for signum in signals:
             log.info("received %s", signal.Signals(signum).name)
-            stopping.set()
+            if signum != signal.SIGHUP:
+                stopping.set()
+            elif reload_metadata is None:
+                log.info("no config file to reload the metadata from; keeping it")
+            else:
+                try:
+                    metadata = reload_metadata()
+                except FleetletError as exc:
+                    log.error("not reloading the metadata: %s", exc)
+                    continue
+                if not machine.set_metadata(metadata):
+                    log.info("metadata unchanged")
 
 
 def _boot_id() -> str:

@@ -40,6 +40,7 @@ class _Entry:
     actor: UnitActor
     mailbox: Mailbox
     status: UnitStatus
+    journal: Journal
     done: anyio.Event = field(default_factory=anyio.Event)
     started_for: int | None = None
 
@@ -110,6 +111,16 @@ class Supervisor:
         """The latest status each loaded unit's actor published, in name order."""
         return [self._entries[name].status for name in sorted(self._entries)]
 
+    def status(self, name: str) -> UnitStatus | None:
+        """The latest status of ``name``'s actor; None when the unit is not loaded here."""
+        entry = self._entries.get(name)
+        return entry.status if entry is not None else None
+
+    def journal(self, name: str) -> Journal | None:
+        """The journal ``name``'s actor writes, which followers can follow; None when it is not loaded here."""
+        entry = self._entries.get(name)
+        return entry.journal if entry is not None else None
+
     async def apply(self, tasks: Sequence[Task], units: Mapping[str, CheckedUnit]) -> None:
         """Carry out ``tasks`` in order; ``units`` holds the checked unit for every load and replace.
 
@@ -162,7 +173,7 @@ class Supervisor:
         done = anyio.Event()
         # The actor adopts a running container of this version before it hands back its mailbox.
         mailbox = await self._tg.start(self._host, actor, done)
-        entry = _Entry(actor, mailbox, actor.status, done)
+        entry = _Entry(actor, mailbox, actor.status, journal, done)
         self._entries[name] = entry
 
     @staticmethod

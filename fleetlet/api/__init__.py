@@ -2,6 +2,15 @@
 
 from fleetlet.api.app import MAX_BODY_BYTES, PREFIXES, fleet_v1_app
 from fleetlet.api.errors import APIError
-from fleetlet.api.state import UnitState
+from fleetlet.api.view import NodeView, StaticView, UnitState, UnknownMachine
 
-__all__ = ["MAX_BODY_BYTES", "PREFIXES", "APIError", "UnitState", "fleet_v1_app"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "PREFIXES",
+    "APIError",
+    "NodeView",
+    "StaticView",
+    "UnitState",
+    "UnknownMachine",
+    "fleet_v1_app",
+]

@@ -15,7 +15,7 @@ from aiohttp.typedefs import Handler
 from fleetlet.api import state, units
 from fleetlet.api.context import PAGE_SIZE, ApiContext
 from fleetlet.api.errors import APIError
-from fleetlet.api.state import MachinesProvider, StatesProvider, no_machines, no_states
+from fleetlet.api.view import NodeView, StaticView
 from fleetlet.api.wire import error_json
 from fleetlet.registry.protocol import Registry
 from fleetlet.units.syntax import MAX_UNIT_FILE_BYTES
@@ -32,18 +32,18 @@ def fleet_v1_app(
     registry: Registry,
     *,
     page_size: int | None = None,
-    states: StatesProvider = no_states,
-    machines: MachinesProvider = no_machines,
+    view: NodeView | None = None,
 ) -> web.Application:
     """The fleet v1 API over ``registry``; ``page_size`` units or states per page (fleet's 100 by default).
 
-    ``states`` and ``machines`` say what ``GET /state`` and ``GET /machines`` report; by default, nothing.
+    ``view`` says what the API reports beyond the registry (machines, states, journals); by default, nothing.
     """
     ctx = ApiContext(registry, page_size or PAGE_SIZE)
+    view = view if view is not None else StaticView()
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     for prefix in PREFIXES:
         app.add_routes(units.routes(ctx, prefix))
-        app.add_routes(state.routes(states, machines, ctx.page_size, prefix))
+        app.add_routes(state.routes(view, ctx.page_size, prefix))
     return app
 
 

@@ -1,46 +1,20 @@
 """The ``/state`` and ``/machines`` resources of fleet's v1 API: what runs where, and the machines it runs on.
 
-The API does not know the agent: what it reports comes from providers given to :func:`fleetlet.api.fleet_v1_app`,
-called on every request, so a test gives lists and the agent gives its supervisor's latest statuses.
+What they report comes from the :class:`~fleetlet.api.view.NodeView` given to :func:`fleetlet.api.fleet_v1_app`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
 
 from fleetlet.api.errors import APIError
+from fleetlet.api.view import NodeView, UnitState
 from fleetlet.api.wire import JSON, omit_empty
 from fleetlet.engine.snapshot import MachineSpec
-
-
-@dataclass(frozen=True, slots=True)
-class UnitState:
-    """One unit's systemd-like state on one machine, as fleet's ``schema.UnitState``."""
-
-    name: str
-    hash: str
-    machine_id: str
-    load: str
-    active: str
-    sub: str
-
-
-StatesProvider = Callable[[], Sequence[UnitState]]
-MachinesProvider = Callable[[], Sequence[MachineSpec]]
-
-
-def no_states() -> Sequence[UnitState]:
-    return ()
-
-
-def no_machines() -> Sequence[MachineSpec]:
-    return ()
 
 
 def state_json(state: UnitState) -> JSON:
@@ -60,13 +34,13 @@ def machine_json(machine: MachineSpec) -> JSON:
     return omit_empty({"id": machine.id, "primaryIP": machine.public_ip, "metadata": dict(machine.metadata)})
 
 
-def routes(states: StatesProvider, machines: MachinesProvider, page_size: int, prefix: str) -> list[web.RouteDef]:
+def routes(view: NodeView, page_size: int, prefix: str) -> list[web.RouteDef]:
     async def list_states(request: web.Request) -> web.Response:
         machine_id = _one(request, "machineID")
         unit_name = _one(request, "unitName")
         after = _page_token(_one(request, "nextPageToken"))
         found = sorted(
-            (s for s in states() if machine_id in ("", s.machine_id) and unit_name in ("", s.name)),
+            (s for s in view.states() if machine_id in ("", s.machine_id) and unit_name in ("", s.name)),
             key=lambda s: (s.name, s.machine_id),
         )
         if after is not None:
@@ -76,7 +50,7 @@ def routes(states: StatesProvider, machines: MachinesProvider, page_size: int, p
         return _json_response(omit_empty({"states": [state_json(s) for s in page], "nextPageToken": token}))
 
     async def list_machines(request: web.Request) -> web.Response:
-        listed = sorted(machines(), key=lambda m: m.id)
+        listed = sorted(view.machines(), key=lambda m: m.id)
         return _json_response(omit_empty({"machines": [machine_json(m) for m in listed]}))
 
     return [web.get(f"{prefix}/state", list_states), web.get(f"{prefix}/machines", list_machines)]

@@ -1,4 +1,4 @@
-"""fleet's v1 /state and /machines resources over given providers: filters, pages and every JSON field."""
+"""fleet's v1 /state and /machines resources over a static view: filters, pages and every JSON field."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from fleetlet.api import UnitState, fleet_v1_app
+from fleetlet.api import StaticView, UnitState, fleet_v1_app
 from fleetlet.api.state import machine_json, state_json
 from fleetlet.clock import ManualClock
 from fleetlet.engine.snapshot import MachineSpec
@@ -35,7 +35,7 @@ async def serve(
     states: Sequence[UnitState] = STATES, machines: Sequence[MachineSpec] = MACHINES, page_size: int = 100
 ) -> AsyncIterator[TestClient[Any, Any]]:
     async with MemoryRegistry(ManualClock()) as registry:
-        app = fleet_v1_app(registry, page_size=page_size, states=lambda: states, machines=lambda: machines)
+        app = fleet_v1_app(registry, page_size=page_size, view=StaticView(list(machines), list(states)))
         async with TestClient(TestServer(app)) as client:
             yield client
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from fleetlet.api import UnitState, fleet_v1_app
+from fleetlet.api import StaticView, UnitState, fleet_v1_app
 from fleetlet.cli.list_machines import format_metadata
 from fleetlet.cli.main import main
 from fleetlet.clock import ManualClock
@@ -45,7 +45,7 @@ async def endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
     monkeypatch.delenv("FLEETCTL_ENDPOINT", raising=False)
     monkeypatch.delenv("FLEETLET_ENDPOINT", raising=False)
     async with MemoryRegistry(ManualClock()) as registry:
-        app = fleet_v1_app(registry, page_size=1, states=lambda: STATES, machines=lambda: MACHINES)
+        app = fleet_v1_app(registry, page_size=1, view=StaticView(list(MACHINES), list(STATES)))
         runner = web.AppRunner(app)
         await runner.setup()
         try:

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from fleetlet import client
-from fleetlet.api import UnitState, fleet_v1_app
+from fleetlet.api import StaticView, UnitState, fleet_v1_app
 from fleetlet.client import (
     APIRequestFailed,
     Client,
@@ -289,8 +289,7 @@ async def cluster(registry: MemoryRegistry, tmp_path: Path) -> AsyncIterator[str
     app = fleet_v1_app(
         registry,
         page_size=PAGE_SIZE,
-        states=lambda: STATES,
-        machines=lambda: [MachineSpec(A, {"group": "web"}, "10.0.0.1"), MachineSpec("b")],
+        view=StaticView([MachineSpec(A, {"group": "web"}, "10.0.0.1"), MachineSpec("b")], list(STATES)),
     )
     async with registry, served(app, "unix", tmp_path) as url:
         yield url
