@@ -12,7 +12,7 @@ import signal
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -21,6 +21,7 @@ import pytest
 
 from fleetlet.exec.docker_runtime import DEFAULT_HOST, DockerRuntime
 from fleetlet.exec.runtime import NoSuchContainer, RuntimeFailure
+from tests.integration.agent_rig import Agents
 from tests.runtime_contract import Harness
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -266,3 +267,17 @@ async def private_dockerd(docker_url: str) -> AsyncIterator[PrivateDockerd]:
                 for point in engine.mounts():
                     await anyio.run_process(["umount", "-l", point], check=False)
                 await anyio.to_thread.run_sync(lambda: shutil.rmtree(root, ignore_errors=True))
+
+
+@pytest.fixture
+def agents(docker_url: str) -> Iterator[Agents]:
+    # Short: a unix socket path may not exceed 108 bytes.
+    state_dir = Path(tempfile.mkdtemp(prefix="fa-", dir="/tmp"))
+    agents = Agents(docker_url, state_dir)
+    try:
+        yield agents
+    finally:
+        try:
+            agents.cleanup()
+        finally:
+            shutil.rmtree(state_dir, ignore_errors=True)
