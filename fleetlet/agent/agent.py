@@ -24,6 +24,7 @@ from fleetlet.agent.machine import LocalMachine
 from fleetlet.agent.node import Node
 from fleetlet.agent.reconciler import Reconciler
 from fleetlet.agent.supervisor import Supervisor
+from fleetlet.agent.sweep import sweep_orphans
 from fleetlet.agent.view import AgentView
 from fleetlet.api import fleet_v1_app
 from fleetlet.clock import SystemClock
@@ -59,6 +60,11 @@ class AgentConfig:
     metadata: Mapping[str, str] = field(default_factory=dict)
     public_ip: str = ""
     purge: bool = False
+    registry: Path | None = None  # the SQLite registry's file; None: REGISTRY_NAME in the state directory
+
+    @property
+    def registry_path(self) -> Path:
+        return self.registry or self.state_dir / REGISTRY_NAME
 
 
 # Reads the metadata again on SIGHUP (from the config file); raises FleetletError with a one-line reason.
@@ -82,7 +88,7 @@ async def serve(config: AgentConfig, reload_metadata: MetadataSource | None = No
 
     async with contextlib.AsyncExitStack() as stack:
         try:
-            registry = await stack.enter_async_context(SqliteRegistry(config.state_dir / REGISTRY_NAME, clock))
+            registry = await stack.enter_async_context(SqliteRegistry(config.registry_path, clock))
         except (OSError, FleetletError) as exc:
             raise AgentStartupError(f"cannot open the registry in {config.state_dir}: {exc}") from exc
         runtime = await stack.enter_async_context(DockerRuntime(config.docker_url))
@@ -108,7 +114,7 @@ async def serve(config: AgentConfig, reload_metadata: MetadataSource | None = No
             supervisor = Supervisor(node, journals)
             await tg.start(supervisor.run)
             view.supervisor = supervisor
-            reconciler = Reconciler(registry, supervisor, config.machine_id, clock)
+            reconciler = Reconciler(registry, supervisor, lambda: machine.spec, clock)
             machine.subscribe(reconciler.wake)
             reconciling = anyio.CancelScope()
 
@@ -117,6 +123,8 @@ async def serve(config: AgentConfig, reload_metadata: MetadataSource | None = No
                     await reconciler.run(task_status=task_status)
 
             await tg.start(reconcile)
+            # Every unit that belongs here is loaded now and has adopted its container: the rest are orphans.
+            await sweep_orphans(runtime, config.machine_id, lambda unit: supervisor.status(unit) is not None)
             log.info(
                 "machine %s ready: API on http://%s:%d and unix://%s",
                 config.machine_id,

@@ -36,6 +36,9 @@ class Node:
     clock: Clock
     machine: MachineFacts
     events: EngineEvents | None = None  # one /events subscription for every unit; None: a wait call per container
+    # Whose containers these are (their fleetlet.machine label): the agent's machine ID by default. ``fleetlet run``
+    # labels its own apart, so that the agent's sweep of orphans never takes a foreground run's container.
+    owner: str = ""
 
     def actor(
         self, unit: CheckedUnit, journal: Journal, *, publish: Callable[[UnitStatus], None] = _ignore
@@ -48,7 +51,7 @@ class Node:
         executor = Executor(
             unit=unit.name.full,
             unit_hash=unit.hash,
-            machine_id=self.machine.machine_id,
+            machine_id=self.owner or self.machine.machine_id,
             runtime=self.runtime,
             processes=self.processes,
             journal=journal,

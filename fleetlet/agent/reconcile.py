@@ -1,7 +1,14 @@
 """The agent's reconciler: what this machine should run against what it runs, as a list of tasks.
 
-``plan(desired, current)`` is a pure function, like fleet's agent reconciler: the supervisor carries the tasks
-out, and every task has a human reason that also goes to the log.
+Two pure functions, like fleet's agent reconciler: :func:`desired_here` says what this machine should have (its
+part of the schedule, and the global units whose requirements it meets), and ``plan(desired, current)`` says
+what to do about it. The supervisor carries the tasks out, and every task has a human reason that also goes to
+the log.
+
+Global units are never scheduled: each agent decides for itself (fleet's agents did the same), so a machine that
+joins, or whose metadata changes, starts or stops them without a decision by the leader. A global unit runs here
+when the machine's metadata matches and it conflicts with no unit already here -- the scheduled units first, then
+the other global units in name order.
 
 The rules, per unit:
 
@@ -31,6 +38,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from fleetlet.engine.scheduler import runs_global
+from fleetlet.engine.snapshot import MachineSpec, Snapshot, UnitSpec
 from fleetlet.service.states import ActiveState, Result, SubState
 
 TaskKind: TypeAlias = Literal["stop", "unload", "replace", "load", "start"]
@@ -75,6 +84,26 @@ class Task:
     unit: str
     reason: str
     revision: int = 0
+
+
+def desired_here(snapshot: Snapshot, machine: MachineSpec) -> dict[str, LocalState]:
+    """The units ``machine`` should have and whether to run them: its schedule entries, then global units."""
+    wanted: dict[str, LocalState] = {}
+    here: list[UnitSpec] = []
+    globals_: list[UnitSpec] = []
+    for unit in sorted(snapshot.units, key=lambda u: u.name):
+        if unit.desired == "inactive":
+            continue
+        if unit.requirements.is_global:
+            globals_.append(unit)
+        elif snapshot.schedule.get(unit.name) == machine.id:
+            wanted[unit.name] = unit.desired
+            here.append(unit)
+    for unit in globals_:
+        if runs_global(unit, machine, here):
+            wanted[unit.name] = "launched" if unit.desired == "launched" else "loaded"
+            here.append(unit)
+    return wanted
 
 
 def plan(desired: Mapping[str, DesiredUnit], current: Mapping[str, CurrentUnit]) -> list[Task]:

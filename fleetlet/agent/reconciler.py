@@ -1,23 +1,26 @@
-"""The reconciler loop: when to compare this machine's part of the schedule with what its actors run.
+"""The reconciler loop: when to compare what this machine should run with what its actors run.
 
-What to do about a difference is :func:`fleetlet.agent.reconcile.plan`'s business; this module reads the
-registry, wakes on its changes, and hands the plan to the supervisor.
+What it should run and what to do about a difference are :mod:`fleetlet.agent.reconcile`'s pure functions; this
+module keeps the registry's mirror, wakes on its changes, and hands the plan to the supervisor.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
-from fleetlet.agent.reconcile import DesiredUnit, plan
+from fleetlet.agent.reconcile import DesiredUnit, desired_here, plan
 from fleetlet.agent.supervisor import Supervisor
 from fleetlet.clock import Clock
+from fleetlet.engine.mirror import RegistryMirror
+from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.errors import FleetletError
 from fleetlet.registry.errors import RevisionCompacted
-from fleetlet.registry.model import Change
+from fleetlet.registry.model import Change, UnitRecord
 from fleetlet.registry.protocol import Registry
 from fleetlet.units.check import CheckedUnit, load_unit
 
@@ -29,27 +32,30 @@ WATCH_BUFFER = 256
 
 
 class Reconciler:
-    """Keeps the supervisor in line with this machine's part of the schedule.
+    """Keeps the supervisor in line with what this machine should run.
 
-    A pass runs at start, after every registry change and every ``interval`` seconds; changes that arrive during a
-    pass coalesce into one more pass.
+    It mirrors the registry (units and schedule, from one watch) so a pass reads nothing: a pass runs at start,
+    after every change of the registry or of this machine's metadata, and every ``interval`` seconds; changes that
+    arrive during a pass coalesce into one more pass. Unit files are checked once per hash, not once per pass.
     """
 
     def __init__(
         self,
         registry: Registry,
         supervisor: Supervisor,
-        machine_id: str,
+        machine: Callable[[], MachineSpec],
         clock: Clock,
         *,
         interval: float = RECONCILE_INTERVAL,
     ) -> None:
         self._registry = registry
         self._supervisor = supervisor
-        self._machine_id = machine_id
+        self._machine = machine
         self._clock = clock
         self._interval = interval
         self._wake = anyio.Event()
+        self._mirror = RegistryMirror()
+        self._checked: dict[str, CheckedUnit | None] = {}  # unit hash -> checked unit (None: cannot be loaded)
 
     def wake(self) -> None:
         """Run a pass soon: something besides the registry changed (this machine's metadata)."""
@@ -57,8 +63,9 @@ class Reconciler:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Reconcile until cancelled; reports started after the first pass."""
+        revision = await self._mirror.load(self._registry)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._follow)
+            tg.start_soon(self._follow, revision)
             tg.start_soon(self._tick)
             await self.reconcile()
             task_status.started()
@@ -68,42 +75,48 @@ class Reconciler:
                 await self.reconcile()
 
     async def reconcile(self) -> None:
-        """One pass: what the registry wants here against what the actors report."""
-        view = await self._registry.machine_schedule(self._machine_id)
+        """One pass: what this machine should have against what the actors report."""
+        snapshot, _ = self._mirror.snapshot([])
         desired: dict[str, DesiredUnit] = {}
         units: dict[str, CheckedUnit] = {}
-        for name in sorted(view.entries):
-            record = await self._registry.get_unit(name)
-            if record is None or record.desired_state == "inactive":
-                continue
-            try:
-                checked = load_unit(record.text, name)
-            except FleetletError as exc:  # accepted by an older fleetlet, perhaps: nothing to run
-                log.warning("%s: cannot load the unit: %s", name, exc)
-                continue
-            desired[name] = DesiredUnit(name, checked.hash, record.desired_state, record.revision)
-            units[name] = checked
+        for name, state in desired_here(snapshot, self._machine()).items():
+            record = self._mirror.units[name]
+            checked = self._check(record)
+            if checked is not None:
+                desired[name] = DesiredUnit(name, checked.hash, state, record.revision)
+                units[name] = checked
         await self._supervisor.apply(plan(desired, self._supervisor.current()), units)
+
+    def _check(self, record: UnitRecord) -> CheckedUnit | None:
+        if record.hash not in self._checked:
+            try:
+                self._checked[record.hash] = load_unit(record.text, record.name)
+            except FleetletError as exc:  # accepted by an older fleetlet, perhaps: nothing to run
+                log.warning("%s: cannot load the unit: %s", record.name, exc)
+                self._checked[record.hash] = None
+        return self._checked[record.hash]
 
     async def _tick(self) -> None:
         while True:
             await self._clock.sleep(self._interval)
             self._wake.set()
 
-    async def _follow(self) -> None:
-        """Wake a pass on every change; a watch that fell behind starts again from the current revision."""
+    async def _follow(self, revision: int) -> None:
+        """Apply every change to the mirror and wake a pass; a watch that fell behind reads everything again."""
         while True:
-            revision = await self._registry.revision()
             send, receive = anyio.create_memory_object_stream[Change](WATCH_BUFFER)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch, revision, send)
                 async with receive:
-                    async for _ in receive:
-                        self._wake.set()
+                    async for change in receive:
+                        if self._mirror.apply(change):
+                            self._wake.set()
+            revision = await self._mirror.load(self._registry)
+            self._checked.clear()
             self._wake.set()
 
     async def _watch(self, revision: int, sink: MemoryObjectSendStream[Change]) -> None:
         try:
             await self._registry.watch(revision, sink)
         except RevisionCompacted as exc:
-            log.info("registry watch fell behind (%s); watching again", exc)
+            log.info("registry watch fell behind (%s); reading everything again", exc)

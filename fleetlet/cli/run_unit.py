@@ -83,6 +83,10 @@ def _load(path: Path, name: str | None) -> CheckedUnit | None:
         return None
 
 
+# The fleetlet.machine label of a foreground run's containers: not the machine ID, which is the agent's.
+RUN_OWNER_PREFIX = "run/"
+
+
 async def _serve(unit: CheckedUnit, path: Path, url: str, state_dir: Path, keep: bool) -> int:
     clock = SystemClock()
     name = unit.name.full
@@ -94,7 +98,7 @@ async def _serve(unit: CheckedUnit, path: Path, url: str, state_dir: Path, keep:
         tg.start_soon(lambda: journal.follow(_print_entry(name), last=0))
         events = EngineEvents(runtime, clock)  # one unit here, but the agent's wiring: deaths from the event stream
         await tg.start(events.run)
-        node = Node(runtime, SubprocessRunner(), clock, machine, events)
+        node = Node(runtime, SubprocessRunner(), clock, machine, events, owner=RUN_OWNER_PREFIX + machine.machine_id)
         actor = node.actor(unit, journal, publish=settled.publish)
         mailbox = await tg.start(actor.run)
         start = Start()

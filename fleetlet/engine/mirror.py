@@ -92,15 +92,21 @@ class RegistryMirror:
         return True
 
     def _apply_schedule(self, name: str, machine_id: str, change: Change) -> bool:
-        if change.revision <= max(self._floor, self._seen.get(name, 0)):
+        """A move is two changes at one revision, in either order: the second half applies only if it is news."""
+        seen = self._seen.get(name, 0)
+        if change.revision <= self._floor or change.revision < seen:
             return False
         current = self.schedule.get(name)
         if isinstance(change.value, ScheduleEntry):
+            if change.revision == seen and current is not None and current.machine_id == change.value.machine_id:
+                return False  # the echo of our own write
             self.schedule[name] = change.value
+        elif change.revision == seen:
+            return False  # the old half of a move whose new half came first, or the echo of our own clearing
         elif current is not None and current.machine_id == machine_id:
             del self.schedule[name]
         else:
-            return False  # the old half of a move: the entry already names the new machine
+            return False  # not the machine the entry names
         self._seen[name] = change.revision
         return True
 

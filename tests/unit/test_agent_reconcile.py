@@ -1,11 +1,13 @@
-"""The agent reconciler as a table: desired and current units in, exact tasks and reasons out."""
+"""The agent reconciler as tables: what this machine should have; desired and current units in, exact tasks out."""
 
 from __future__ import annotations
 
 import pytest
 
-from fleetlet.agent.reconcile import CurrentUnit, DesiredUnit, LocalState, Task, plan
+from fleetlet.agent.reconcile import CurrentUnit, DesiredUnit, LocalState, Task, desired_here, plan
+from fleetlet.engine.snapshot import DesiredState, MachineSpec, Snapshot, UnitSpec
 from fleetlet.service.states import ACTIVE_OF, Result, SubState
+from fleetlet.units.xfleet import Requirements
 
 A = "a" * 40
 B = "b" * 40
@@ -193,3 +195,69 @@ def test_after_the_plan_is_carried_out_there_is_nothing_left_to_do() -> None:
         else:
             current[task.unit] = have(task.unit, hash=current[task.unit].hash)
     assert plan(desired, current) == []
+
+
+# --- what this machine should have ------------------------------------------------------------------------------
+
+HERE = MachineSpec("1a2b3c4d" + "0" * 24, {"group": "web"})
+THERE = "9f8e7d6c" + "0" * 24
+
+
+def spec(
+    name: str,
+    desired: DesiredState = "launched",
+    *,
+    is_global: bool = False,
+    group: str | None = None,
+    conflicts: tuple[str, ...] = (),
+) -> UnitSpec:
+    metadata = {"group": frozenset({group})} if group else {}
+    reqs = Requirements(machine_metadata=metadata, conflicts=conflicts, is_global=is_global)
+    return UnitSpec(name, reqs, desired)
+
+
+HERE_CASES: list[tuple[str, list[UnitSpec], dict[str, str], dict[str, LocalState]]] = [
+    ("nothing", [], {}, {}),
+    (
+        "scheduled here, with its desired state",
+        [spec("a.service"), spec("b.service", "loaded")],
+        {"a.service": HERE.id, "b.service": HERE.id},
+        {"a.service": "launched", "b.service": "loaded"},
+    ),
+    ("scheduled elsewhere", [spec("a.service")], {"a.service": THERE}, {}),
+    ("not scheduled", [spec("a.service")], {}, {}),
+    ("inactive, even if still scheduled here", [spec("a.service", "inactive")], {"a.service": HERE.id}, {}),
+    ("global, metadata matches", [spec("g.service", is_global=True, group="web")], {}, {"g.service": "launched"}),
+    ("global, no metadata required", [spec("g.service", "loaded", is_global=True)], {}, {"g.service": "loaded"}),
+    ("global, metadata does not match", [spec("g.service", is_global=True, group="db")], {}, {}),
+    ("global, inactive", [spec("g.service", "inactive", is_global=True)], {}, {}),
+    (
+        "global that conflicts with a unit scheduled here: the scheduled unit wins",
+        [spec("a.service"), spec("g.service", is_global=True, conflicts=("a.*",))],
+        {"a.service": HERE.id},
+        {"a.service": "launched"},
+    ),
+    (
+        "a scheduled unit's Conflicts also keep a global unit away",
+        [spec("a.service", conflicts=("g.*",)), spec("g.service", is_global=True)],
+        {"a.service": HERE.id},
+        {"a.service": "launched"},
+    ),
+    (
+        "two conflicting global units: the first by name runs",
+        [spec("g2.service", is_global=True, conflicts=("g1.*",)), spec("g1.service", is_global=True)],
+        {},
+        {"g1.service": "launched"},
+    ),
+    (
+        "a global unit conflicting with a unit scheduled elsewhere runs here",
+        [spec("a.service"), spec("g.service", is_global=True, conflicts=("a.*",))],
+        {"a.service": THERE},
+        {"g.service": "launched"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("units", "schedule", "expected"), [c[1:] for c in HERE_CASES], ids=[c[0] for c in HERE_CASES])
+def test_desired_here(units: list[UnitSpec], schedule: dict[str, str], expected: dict[str, LocalState]) -> None:
+    assert desired_here(Snapshot(tuple(units), (), schedule), HERE) == expected
