@@ -77,6 +77,7 @@ async def serve(config: AgentConfig, reload_metadata: MetadataSource | None = No
     On SIGHUP the machine's metadata becomes what ``reload_metadata`` returns; if it fails, the old metadata stays.
     """
     clock = SystemClock()
+    _ignore_sighup_until_handled()
     journal_dir = config.state_dir / "journal"
     try:
         journal_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,7 @@ async def serve(config: AgentConfig, reload_metadata: MetadataSource | None = No
         try:
             registry = await stack.enter_async_context(SqliteRegistry(config.registry_path, clock))
         except (OSError, FleetletError) as exc:
-            raise AgentStartupError(f"cannot open the registry in {config.state_dir}: {exc}") from exc
+            raise AgentStartupError(f"cannot open the registry {config.registry_path}: {exc}") from exc
         runtime = await stack.enter_async_context(DockerRuntime(config.docker_url))
         machine = LocalMachine(MachineSpec(config.machine_id, config.metadata, config.public_ip))
         view = AgentView(machine, journal_dir, clock)
@@ -192,6 +193,18 @@ async def _signals(
                     continue
                 if not machine.set_metadata(metadata):
                     log.info("metadata unchanged")
+
+
+def _ignore_sighup_until_handled() -> None:
+    """The API answers a moment before the signal receiver is installed: a SIGHUP then must not kill the agent.
+
+    (SIGTERM keeps its default action meanwhile: stopping is what it asks for.) Only the main thread may do this;
+    an agent embedded elsewhere leaves signals to its host.
+    """
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    except ValueError:
+        pass
 
 
 def _boot_id() -> str:

@@ -1,9 +1,11 @@
 """``fleetlet agent``: run this machine's agent in the foreground until SIGINT or SIGTERM.
 
-The API listens on ``--listen`` (default ``127.0.0.1:49153``, loopback only) and on ``STATE_DIR/fleetlet.sock``.
-The state directory (default ``/var/lib/fleetlet`` as root, else ``$XDG_STATE_HOME/fleetlet`` or
-``~/.local/state/fleetlet``) holds the registry, the journals and, without ``/etc/machine-id``, the machine ID.
-On SIGTERM running containers keep running, to be adopted by the next agent; ``--purge`` stops them first.
+Every flag is also a ``FLEETLET_<FLAG>`` variable and a key of the TOML file of ``--config`` (or
+``FLEETLET_CONFIG``): flags win over variables, variables over the file, the file over the defaults
+(:mod:`fleetlet.agent.config` has the rules; ``configs/fleetlet.toml`` every setting). SIGHUP reloads the metadata
+from the file. The API listens on ``--listen`` (default ``127.0.0.1:49153``, loopback only) and on
+``STATE_DIR/fleetlet.sock``. On SIGTERM running containers keep running, to be adopted by the next agent;
+``--purge`` stops them first.
 """
 
 from __future__ import annotations
@@ -12,16 +14,26 @@ import argparse
 import logging
 import os
 import sys
-import uuid
-from pathlib import Path
 from typing import Any
 
 import anyio
 
-from fleetlet.agent.agent import AgentConfig, AgentStartupError, serve
-from fleetlet.exec.docker_runtime import docker_host
+from fleetlet.agent import config
+from fleetlet.agent.agent import AgentStartupError, serve
 
-DEFAULT_LISTEN = "127.0.0.1:49153"
+# Flag: (metavar, help). Defaults are None so that a flag not given leaves the setting to the other layers.
+_FLAGS: dict[str, tuple[str, str]] = {
+    "listen": ("HOST:PORT", f"the API's address besides STATE_DIR/fleetlet.sock (default: {config.DEFAULT_LISTEN})"),
+    "state_dir": (
+        "DIR",
+        "registry, journals and socket (default: /var/lib/fleetlet as root, else ~/.local/state/fleetlet)",
+    ),
+    "machine_id": ("ID", "this machine's ID (default: /etc/machine-id, else one generated and kept)"),
+    "metadata": ("K=V,...", "this machine's metadata (pins it: SIGHUP then leaves it)"),
+    "public_ip": ("IP", "the address other machines and users reach"),
+    "docker_host": ("URL", "the Docker engine (default: $DOCKER_HOST, else the local socket)"),
+    "registry": ("URL", "sqlite:PATH, a relative PATH in the state directory (default: sqlite:registry.sqlite)"),
+}
 
 
 def register(commands: Any) -> None:
@@ -29,89 +41,28 @@ def register(commands: Any) -> None:
         "agent",
         help="run this machine's agent: API, registry, scheduler and units",
         description="Run the agent in the foreground. SIGTERM or Ctrl-C stops it, leaving containers running "
-        "for the next agent to adopt (unless --purge).",
+        "for the next agent to adopt (unless --purge); SIGHUP reloads the metadata from the config file. "
+        "Every flag is also a FLEETLET_<FLAG> variable and a key of the config file; flags win over "
+        "variables, variables over the file.",
     )
+    agent.add_argument("--config", metavar="FILE", help="a TOML config file (default: $FLEETLET_CONFIG, else none)")
+    for setting, (metavar, help_text) in _FLAGS.items():
+        agent.add_argument(config.flag_name(setting), dest=setting, metavar=metavar, help=help_text)
     agent.add_argument(
-        "--listen",
-        metavar="HOST:PORT",
-        type=_listen,
-        default=_listen(DEFAULT_LISTEN),
-        help=f"where the API listens besides STATE_DIR/fleetlet.sock (default: {DEFAULT_LISTEN})",
+        "--purge",
+        action=argparse.BooleanOptionalAction,
+        help="on shutdown, stop every unit instead of leaving it (default: no)",
     )
-    agent.add_argument(
-        "--state-dir",
-        type=Path,
-        help="registry, journals and socket (default: /var/lib/fleetlet as root, else ~/.local/state/fleetlet)",
-    )
-    agent.add_argument("--machine-id", help="this machine's ID (default: /etc/machine-id, else one generated and kept)")
-    agent.add_argument("--metadata", type=_metadata, default={}, metavar="K=V,...", help="this machine's metadata")
-    agent.add_argument("--public-ip", default="", metavar="IP", help="the address other machines and users reach")
-    agent.add_argument("--docker-host", help="the Docker engine (default: $DOCKER_HOST, else the local socket)")
-    agent.add_argument("--purge", action="store_true", help="on shutdown, stop every unit instead of leaving it")
     agent.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    state_dir: Path = args.state_dir or _default_state_dir()
-    host, port = args.listen
     try:
-        machine_id = args.machine_id or _machine_id(state_dir)
-        config = AgentConfig(
-            state_dir=state_dir,
-            machine_id=machine_id,
-            host=host,
-            port=port,
-            docker_url=docker_host(args.docker_host),
-            metadata=args.metadata,
-            public_ip=args.public_ip,
-            purge=args.purge,
-        )
-        anyio.run(serve, config)
-    except AgentStartupError as exc:
+        flags = config.from_flags({setting: getattr(args, setting) for setting in _FLAGS}, purge=args.purge)
+        loaded = config.load(flags, args.config, os.environ)
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+        anyio.run(serve, loaded.config, loaded.reload_metadata)
+    except (config.ConfigError, AgentStartupError) as exc:  # what the user can fix, in one line
         print(f"fleetlet agent: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _default_state_dir() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/fleetlet")
-    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "fleetlet"
-
-
-def _machine_id(state_dir: Path) -> str:
-    """/etc/machine-id, else an ID generated once and kept in the state directory."""
-    try:
-        found = Path("/etc/machine-id").read_text().strip()
-    except OSError:
-        found = ""
-    if found:
-        return found
-    kept = state_dir / "machine-id"
-    try:
-        if kept.exists():
-            return kept.read_text().strip()
-        state_dir.mkdir(parents=True, exist_ok=True)
-        generated = uuid.uuid4().hex
-        kept.write_text(generated + "\n")
-    except OSError as exc:
-        raise AgentStartupError(f"cannot keep a machine ID in {state_dir}: {exc.strerror or exc}") from exc
-    return generated
-
-
-def _listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {value!r}")
-    return host.strip("[]"), int(port)
-
-
-def _metadata(value: str) -> dict[str, str]:
-    metadata: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        key, sep, val = item.partition("=")
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {item!r}")
-        metadata[key.strip()] = val.strip()
-    return metadata

@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -44,27 +45,39 @@ class Agents:
     def log(self) -> Path:
         return self.state_dir / "agent.log"
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(
+        self, flags: Mapping[str, str | None] | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start an agent and wait until its API answers.
+
+        ``flags`` add to or replace the rig's flags (``{"--metadata": None}`` leaves one out); ``env`` adds variables.
+        """
+        chosen: dict[str, str | None] = {
+            "--state-dir": str(self.state_dir),
+            "--listen": f"127.0.0.1:{free_port()}",
+            "--machine-id": self.machine_id,
+            "--metadata": "group=hw_webservers,region=lab",
+            "--public-ip": PUBLIC_IP,
+            **(flags or {}),
+        }
         argv = [
             str(FLEETLET),
             "agent",
-            *("--state-dir", str(self.state_dir)),
-            *("--listen", f"127.0.0.1:{free_port()}"),
-            *("--machine-id", self.machine_id),
-            *("--metadata", "group=hw_webservers,region=lab"),
-            *("--public-ip", PUBLIC_IP),
+            *(arg for flag, value in chosen.items() if value is not None for arg in (flag, value)),
         ]
         with self.log.open("ab") as log:
-            process = subprocess.Popen(argv, env=self._env(), stdout=log, stderr=log)
+            process = subprocess.Popen(argv, env={**self._env(), **(env or {})}, stdout=log, stderr=log)
         self.processes.append(process)
         until(lambda: process.poll() is not None or self.fleetlet("list-unit-files", check=False).returncode == 0)
         assert process.poll() is None, self.log.read_text()
         return process
 
-    def fleetlet(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def fleetlet(self, *args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the CLI against these agents; ``cwd`` is where it looks for local unit files and templates."""
         result = subprocess.run(
             [str(FLEETLET), *args, "--endpoint", self.endpoint],
             env=self._env(),
+            cwd=cwd,
             capture_output=True,
             text=True,
             timeout=BOUND,
@@ -124,3 +137,47 @@ def until(condition: Callable[[], object], bound: float = BOUND) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"not within {bound}s"
         time.sleep(0.2)
+
+
+def inspect_raw(agents: Agents, name: str) -> dict[str, Any] | None:
+    """The engine's whole answer to ``GET /containers/{name}/json`` (``State.StartedAt`` among it), None if absent."""
+
+    async def inspected() -> dict[str, Any] | None:
+        async with DockerRuntime(agents.docker_url) as runtime:
+            try:
+                return await runtime.inspect_raw(name)
+            except NoSuchContainer:
+                return None
+
+    return anyio.run(inspected)
+
+
+def processes_naming(path: Path) -> list[int]:
+    """Live processes (zombies excluded) whose command line holds ``path``: what a rig started on that directory."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if state not in ("Z", "X") and str(path).encode() in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 1 and fields[1] == str(pid) and fields[0] not in ("Z", "X"):
+            found.append(int(entry.name))
+    return sorted(found)
