@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint bench services clean
+.PHONY: install run stop test test-fast lint bench services clean
 
 install: $(STAMP)
 
@@ -14,11 +14,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job, until the agent arrives: check the example units offline, then run fleet's hello_world template
-# (instance 1) in the foreground on the Docker engine, its journal on the terminal. Ctrl-C stops it.
+# The main job: check the example units offline, start an agent in the background with configs/fleetlet.toml,
+# start fleet's hello_world.service through the CLI, and show it running. `make stop` ends it (scripts/demo.sh).
 run: install services
 	$(VENV)/bin/fleetlet verify configs/units/*
-	set -a; . ./.services.env; set +a; $(VENV)/bin/fleetlet run 'configs/units/hello_world@.service' --name hello_world@1.service
+	set -a; . ./.services.env; set +a; bash scripts/demo.sh run
+
+stop:
+	bash scripts/demo.sh stop
 
 # The real services the integration tests need (a Docker engine, a registry mirror holding busybox); idempotent.
 # Their addresses go to .services.env.

@@ -3,7 +3,15 @@
 The public API is what ``__all__`` lists; everything else is internal and may change.
 """
 
-from fleetlet.client import APIRequestFailed, Client, ClientError, EndpointUnreachable
+from fleetlet.client import (
+    APIRequestFailed,
+    Client,
+    ClientError,
+    EndpointUnreachable,
+    MachineNotFound,
+    MetadataOp,
+    UnitReport,
+)
 from fleetlet.diagnostics import Diagnostic, Report
 from fleetlet.errors import FleetletError, UnitFileError, UnitNameError
 from fleetlet.units.check import CheckedUnit, check_unit, load_unit
@@ -23,6 +31,8 @@ __all__ = [
     "Diagnostic",
     "EndpointUnreachable",
     "FleetletError",
+    "MachineNotFound",
+    "MetadataOp",
     "Report",
     "Requirements",
     "ServiceConfig",
@@ -31,6 +41,7 @@ __all__ = [
     "UnitName",
     "UnitNameError",
     "UnitOption",
+    "UnitReport",
     "__version__",
     "check_unit",
     "load_unit",

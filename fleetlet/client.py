@@ -11,18 +11,20 @@ extend the tree drawn in :mod:`fleetlet.errors`::
         ├── EndpointUnreachable   no answer: refused, socket missing, timed out, connection lost (.endpoint)
         ├── UnexpectedResponse    an answer that is not fleet's API (.endpoint, .status)
         ├── APIRequestFailed      the API refused the request: its .status and .message
-        └── UnitConflict          submit: the unit exists with other contents (.name)
+        ├── UnitConflict          submit: the unit exists with other contents (.name)
+        └── MachineNotFound       set_metadata: the cluster has no such machine (.machine_id)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self
 
 import aiohttp
+import anyio
 import orjson
 from yarl import URL
 
@@ -34,6 +36,10 @@ from fleetlet.units.model import UnitFile, UnitOption
 # a long list is many requests of one page each, so the limit never grows with the cluster.
 DEFAULT_TIMEOUT: Final = 5.0
 API_PREFIX: Final = "/fleet/v1"
+# fleetlet's own resources (a unit's status and journal), beside fleet's.
+OWN_PREFIX: Final = "/v1"
+# fleetctl journal's --lines default.
+JOURNAL_LINES: Final = 10
 _UNIX_BASE: Final = URL("http://localhost")
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
 
@@ -81,6 +87,12 @@ class UnitConflict(ClientError):
         super().__init__(f"unit {name} already exists with different contents")
 
 
+class MachineNotFound(ClientError):
+    def __init__(self, machine_id: str) -> None:
+        self.machine_id = machine_id
+        super().__init__(f"machine {machine_id} not found")
+
+
 @dataclass(frozen=True, slots=True)
 class Unit:
     """A unit as the API reports it; ``machine_id`` is None while it is not scheduled."""
@@ -123,6 +135,65 @@ class Machine:
 
 
 @dataclass(frozen=True, slots=True)
+class UnitReport:
+    """Everything known of one unit: the registry's record, its machine's report, why it has no machine.
+
+    A field the API left out reads as empty: "" for text, None for ``machine_id``, ``since`` (wall-clock seconds
+    of the last change of ``active_state``), ``container_id``, ``main_pid`` and ``exit_status``.
+    """
+
+    name: str
+    description: str = ""
+    hash: str = ""
+    desired_state: DesiredState = "inactive"
+    current_state: DesiredState = "inactive"
+    machine_id: str | None = None
+    primary_ip: str = ""
+    load_state: str = ""
+    active_state: str = ""
+    sub_state: str = ""
+    result: str = ""
+    since: float | None = None
+    restarts: int = 0
+    container_id: str | None = None
+    main_pid: int | None = None
+    exit_status: str | None = None
+    reasons: tuple[str, ...] = ()  # why it cannot be placed, one reason per machine
+
+
+MetadataOpKind = Literal["add", "remove", "replace"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataOp:
+    """One operation of ``PATCH /machines``: set (``add``, ``replace``) or drop (``remove``) a metadata key."""
+
+    op: MetadataOpKind
+    machine_id: str
+    key: str
+    value: str = ""  # ignored by remove
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"op": self.op, "path": f"/{self.machine_id}/metadata/{self.key}"}
+        if self.op != "remove":
+            doc["value"] = {"value": self.value}
+        return doc
+
+
+def metadata_ops(machine_id: str, current: Mapping[str, str], wanted: Mapping[str, str]) -> list[MetadataOp]:
+    """The operations that turn a machine's ``current`` metadata into ``wanted``, by key."""
+    ops: list[MetadataOp] = []
+    for key in sorted(current.keys() | wanted.keys()):
+        if key not in wanted:
+            ops.append(MetadataOp("remove", machine_id, key))
+        elif key not in current:
+            ops.append(MetadataOp("add", machine_id, key, wanted[key]))
+        elif current[key] != wanted[key]:
+            ops.append(MetadataOp("replace", machine_id, key, wanted[key]))
+    return ops
+
+
+@dataclass(frozen=True, slots=True)
 class _Answer:
     status: int
     body: bytes
@@ -138,7 +209,7 @@ class Client:
     def __init__(self, endpoint: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._base, self._socket = _parse_endpoint(endpoint)
+        self._root, self._socket = _parse_endpoint(endpoint)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
@@ -243,24 +314,93 @@ class Client:
         """Remove the unit; :class:`APIRequestFailed` 404 when there is none."""
         self._decode(await self._request("DELETE", "units", name))
 
+    # --- machines --------------------------------------------------------------------------------------------
+
+    async def patch_machines(self, ops: Sequence[MetadataOp]) -> None:
+        """Apply ``ops`` in one request: the API checks them all first and applies all of them or none."""
+        body = orjson.dumps([op.to_json() for op in ops])
+        self._decode(await self._request("PATCH", "machines", body=body))
+
+    async def set_metadata(self, machine_id: str, metadata: Mapping[str, str]) -> None:
+        """Make a machine's metadata exactly ``metadata``: the keys it lacks added, others replaced or removed.
+
+        :class:`MachineNotFound` when the cluster has no machine ``machine_id``.
+        """
+        current = next((m for m in await self.machines() if m.id == machine_id), None)
+        if current is None:
+            raise MachineNotFound(machine_id)
+        ops = metadata_ops(machine_id, current.metadata, metadata)
+        if ops:
+            await self.patch_machines(ops)
+
+    # --- status and journal ----------------------------------------------------------------------------------
+
+    async def status(self, name: str) -> UnitReport:
+        """The unit's status; :class:`APIRequestFailed` 404 when there is no such unit."""
+        doc = await self._json("GET", "units", name, "status", prefix=OWN_PREFIX)
+        return _report(doc, self.endpoint)
+
+    async def journal(
+        self, name: str, lines: int = JOURNAL_LINES, *, follow: bool = False
+    ) -> AsyncGenerator[str, None]:
+        """The last ``lines`` lines of the unit's journal, without their newlines; then, with ``follow``, each new
+        line as it comes, until the journal or the connection ends.
+
+        Following is not bound by the client's ``timeout``, only connecting and the answer's first byte are.
+        Close the iterator when leaving it early (``contextlib.aclosing``): it holds a connection.
+        :class:`APIRequestFailed` 404 when there is no such unit.
+        """
+        if lines < 0:
+            raise ValueError("lines must not be negative")
+        session = self._opened()
+        params = {"lines": str(lines), **({"follow": "1"} if follow else {})}
+        url = self._url(OWN_PREFIX, ("units", name, "journal"), params)
+        # Following, no total and no read timeout: a quiet journal is not a dead server. The answer's head must
+        # still come within the timeout (fail_after), and without following the session's total applies.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout) if follow else session.timeout
+        with _request_errors(self.endpoint, self.timeout):
+            async with AsyncExitStack() as stack:
+                with anyio.fail_after(self.timeout):
+                    response = await stack.enter_async_context(session.request("GET", url, timeout=timeout))
+                    if response.status >= 400:
+                        self._decode(_Answer(response.status, await response.read()))  # raises fleet's error
+                if response.content_type != "text/plain":
+                    raise UnexpectedResponse(self.endpoint, response.status, "the journal is not text/plain")
+                async for line in _lines(response.content):
+                    yield line
+
     # --- transport -------------------------------------------------------------------------------------------
 
     async def _put(self, name: str, body: dict[str, Any]) -> None:
         self._decode(await self._request("PUT", "units", name, body=orjson.dumps(body)))
 
-    async def _json(self, method: str, *path: str, params: dict[str, str] | None = None) -> Any:
-        return self._decode(await self._request(method, *path, params=params))
+    async def _json(
+        self, method: str, *path: str, params: dict[str, str] | None = None, prefix: str = API_PREFIX
+    ) -> Any:
+        return self._decode(await self._request(method, *path, params=params, prefix=prefix))
 
     async def _request(
-        self, method: str, *path: str, params: dict[str, str] | None = None, body: bytes | None = None
+        self,
+        method: str,
+        *path: str,
+        params: dict[str, str] | None = None,
+        body: bytes | None = None,
+        prefix: str = API_PREFIX,
     ) -> _Answer:
-        if self._session is None:
-            raise ClientError("the client is not open: use it as `async with Client(endpoint) as fleet:`")
-        url = self._base.joinpath(*path).with_query({"alt": "json", **(params or {})})
+        session = self._opened()
+        url = self._url(prefix, path, params)
         headers = _JSON_HEADERS if body is not None else None
         with _request_errors(self.endpoint, self.timeout):
-            async with self._session.request(method, url, data=body, headers=headers) as response:
+            async with session.request(method, url, data=body, headers=headers) as response:
                 return _Answer(response.status, await response.read())
+
+    def _opened(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise ClientError("the client is not open: use it as `async with Client(endpoint) as fleet:`")
+        return self._session
+
+    def _url(self, prefix: str, path: Sequence[str], params: dict[str, str] | None) -> URL:
+        return self._root.with_path(prefix).joinpath(*path).with_query({"alt": "json", **(params or {})})
 
     def _decode(self, answer: _Answer) -> Any:
         """The JSON of a success (None when empty); fleet's error body as APIRequestFailed otherwise."""
@@ -278,16 +418,16 @@ class Client:
 
 
 def _parse_endpoint(endpoint: str) -> tuple[URL, str | None]:
-    """The base URL of the API and, for ``unix://``, the socket's path."""
+    """The root URL of the API's server and, for ``unix://``, the socket's path."""
     url = URL(endpoint)
     if url.scheme == "unix":
         if url.host or url.path in ("", "/"):
             raise InvalidEndpoint(endpoint, "expected an absolute socket path: unix:///path/to.sock")
-        return _UNIX_BASE.with_path(API_PREFIX), url.path
+        return _UNIX_BASE, url.path
     if url.scheme in ("http", "https"):
         if not url.host:
             raise InvalidEndpoint(endpoint, "no host")
-        return url.with_path(API_PREFIX).with_query(None), None
+        return url.with_path("/").with_query(None).with_fragment(None), None
     raise InvalidEndpoint(endpoint, "expected http://HOST:PORT, https://HOST:PORT or unix:///PATH")
 
 
@@ -302,6 +442,17 @@ def _request_errors(endpoint: str, timeout: float) -> Iterator[None]:
         raise EndpointUnreachable(endpoint, _os_reason(e.os_error)) from e
     except (aiohttp.ClientError, OSError) as e:
         raise EndpointUnreachable(endpoint, f"connection lost: {e}") from e
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The lines of a text body as they arrive, however long (aiohttp's own line reader caps their length)."""
+    pending = b""
+    async for chunk in content.iter_any():
+        *complete, pending = (pending + chunk).split(b"\n")
+        for line in complete:
+            yield line.decode("utf-8", "replace")
+    if pending:
+        yield pending.decode("utf-8", "replace")
 
 
 def _os_reason(error: OSError) -> str:
@@ -354,6 +505,32 @@ def _machine(doc: object, endpoint: str) -> Machine:
     )
 
 
+def _report(doc: object, endpoint: str) -> UnitReport:
+    report = _object(doc, endpoint)
+    since = report.get("since")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)):
+        raise UnexpectedResponse(endpoint, 200, "since is not a number")
+    return UnitReport(
+        name=_str(report, "name", endpoint),
+        description=_str(report, "description", endpoint),
+        hash=_str(report, "hash", endpoint),
+        desired_state=_state(report, "desiredState", endpoint),
+        current_state=_state(report, "currentState", endpoint),
+        machine_id=_str(report, "machineID", endpoint) or None,
+        primary_ip=_str(report, "primaryIP", endpoint),
+        load_state=_str(report, "loadState", endpoint),
+        active_state=_str(report, "activeState", endpoint),
+        sub_state=_str(report, "subState", endpoint),
+        result=_str(report, "result", endpoint),
+        since=float(since) if since is not None else None,
+        restarts=_int(report, "restarts", endpoint) or 0,
+        container_id=_str(report, "containerID", endpoint) or None,
+        main_pid=_int(report, "mainPID", endpoint),
+        exit_status=_str(report, "exitStatus", endpoint) or None,
+        reasons=tuple(_text(r, "reasons", endpoint) for r in _list(report.get("reasons", []), endpoint)),
+    )
+
+
 def _option(doc: dict[str, Any], endpoint: str) -> UnitOption:
     return UnitOption(_str(doc, "section", endpoint), _str(doc, "name", endpoint), _str(doc, "value", endpoint))
 
@@ -371,9 +548,19 @@ def _list(doc: object, endpoint: str) -> list[Any]:
 
 
 def _str(doc: dict[str, Any], key: str, endpoint: str) -> str:
-    value = doc.get(key, "")
+    return _text(doc.get(key, ""), key, endpoint)
+
+
+def _text(value: object, key: str, endpoint: str) -> str:
     if not isinstance(value, str):
         raise UnexpectedResponse(endpoint, 200, f"{key} is not a string")
+    return value
+
+
+def _int(doc: dict[str, Any], key: str, endpoint: str) -> int | None:
+    value = doc.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise UnexpectedResponse(endpoint, 200, f"{key} is not an integer")
     return value
 
 

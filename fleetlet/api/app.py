@@ -1,4 +1,5 @@
-"""The aiohttp application serving fleet's v1 API, under ``/fleet/v1`` and its older name ``/v1-alpha``.
+"""The aiohttp application serving fleet's v1 API, under ``/fleet/v1`` and its older name ``/v1-alpha``, and what
+fleetlet adds under its own ``/v1``: a unit's status and its journal.
 
 Every answer that is not a success carries fleet's error body, whoever produced it: a handler (APIError),
 aiohttp's router (unknown path, wrong method), its body reader (too large), or a bug (500, logged). Query
@@ -12,17 +13,20 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from fleetlet.api import state, units
+from fleetlet.api import journal, machines, state, status, units
 from fleetlet.api.context import PAGE_SIZE, ApiContext
 from fleetlet.api.errors import APIError
 from fleetlet.api.view import NodeView, StaticView
 from fleetlet.api.wire import error_json
+from fleetlet.clock import Clock, SystemClock
 from fleetlet.registry.protocol import Registry
 from fleetlet.units.syntax import MAX_UNIT_FILE_BYTES
 
 log = logging.getLogger(__name__)
 
 PREFIXES = ("/fleet/v1", "/v1-alpha")
+# fleetlet's own resources, which fleet's API did not have (fleetctl reached journals and statuses over ssh).
+OWN_PREFIX = "/v1"
 # A unit's text may be 1 MiB; its JSON form adds quoting and the option objects' keys around it.
 MAX_BODY_BYTES = MAX_UNIT_FILE_BYTES + 256 * 1024
 _METHOD_ORDER = ("GET", "PUT", "PATCH", "POST", "DELETE")
@@ -33,17 +37,24 @@ def fleet_v1_app(
     *,
     page_size: int | None = None,
     view: NodeView | None = None,
+    clock: Clock | None = None,
 ) -> web.Application:
     """The fleet v1 API over ``registry``; ``page_size`` units or states per page (fleet's 100 by default).
 
     ``view`` says what the API reports beyond the registry (machines, states, journals); by default, nothing.
+    ``clock`` paces the checks a journal follower makes of its connection.
     """
-    ctx = ApiContext(registry, page_size or PAGE_SIZE)
     view = view if view is not None else StaticView()
+    ctx = ApiContext(registry, view, clock or SystemClock(), page_size or PAGE_SIZE)
+    followers = journal.Followers()
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    app.on_shutdown.append(followers.close)
     for prefix in PREFIXES:
         app.add_routes(units.routes(ctx, prefix))
         app.add_routes(state.routes(view, ctx.page_size, prefix))
+        app.add_routes(machines.routes(view, prefix))
+    app.add_routes(status.routes(ctx, OWN_PREFIX))
+    app.add_routes(journal.routes(ctx, followers, OWN_PREFIX))
     return app
 
 

@@ -1,6 +1,6 @@
-"""The ``/state`` and ``/machines`` resources of fleet's v1 API: what runs where, and the machines it runs on.
+"""The ``/state`` resource of fleet's v1 API: what runs where, as the machines report it.
 
-What they report comes from the :class:`~fleetlet.api.view.NodeView` given to :func:`fleetlet.api.fleet_v1_app`.
+What it reports comes from the :class:`~fleetlet.api.view.NodeView` given to :func:`fleetlet.api.fleet_v1_app`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import orjson
 from aiohttp import web
 
 from fleetlet.api.errors import APIError
+from fleetlet.api.requests import json_response, one_query_value
 from fleetlet.api.view import NodeView, UnitState
 from fleetlet.api.wire import JSON, omit_empty
-from fleetlet.engine.snapshot import MachineSpec
 
 
 def state_json(state: UnitState) -> JSON:
@@ -30,15 +30,11 @@ def state_json(state: UnitState) -> JSON:
     )
 
 
-def machine_json(machine: MachineSpec) -> JSON:
-    return omit_empty({"id": machine.id, "primaryIP": machine.public_ip, "metadata": dict(machine.metadata)})
-
-
 def routes(view: NodeView, page_size: int, prefix: str) -> list[web.RouteDef]:
     async def list_states(request: web.Request) -> web.Response:
-        machine_id = _one(request, "machineID")
-        unit_name = _one(request, "unitName")
-        after = _page_token(_one(request, "nextPageToken"))
+        machine_id = one_query_value(request, "machineID")
+        unit_name = one_query_value(request, "unitName")
+        after = _page_token(one_query_value(request, "nextPageToken"))
         found = sorted(
             (s for s in view.states() if machine_id in ("", s.machine_id) and unit_name in ("", s.name)),
             key=lambda s: (s.name, s.machine_id),
@@ -47,24 +43,9 @@ def routes(view: NodeView, page_size: int, prefix: str) -> list[web.RouteDef]:
             found = [s for s in found if (s.name, s.machine_id) > after]
         page, rest = found[:page_size], found[page_size:]
         token = _token_of(page[-1]) if rest else ""
-        return _json_response(omit_empty({"states": [state_json(s) for s in page], "nextPageToken": token}))
+        return json_response(omit_empty({"states": [state_json(s) for s in page], "nextPageToken": token}))
 
-    async def list_machines(request: web.Request) -> web.Response:
-        listed = sorted(view.machines(), key=lambda m: m.id)
-        return _json_response(omit_empty({"machines": [machine_json(m) for m in listed]}))
-
-    return [web.get(f"{prefix}/state", list_states), web.get(f"{prefix}/machines", list_machines)]
-
-
-def _json_response(doc: JSON) -> web.Response:
-    return web.Response(body=orjson.dumps(doc), content_type="application/json")
-
-
-def _one(request: web.Request, key: str) -> str:
-    values = request.query.getall(key, [])
-    if len(values) > 1:
-        raise APIError(400, f"too many values for {key}")
-    return values[0] if values else ""
+    return [web.get(f"{prefix}/state", list_states)]
 
 
 def _token_of(state: UnitState) -> str:

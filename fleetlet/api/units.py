@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
 from fleetlet.api.context import ApiContext
 from fleetlet.api.errors import APIError
+from fleetlet.api.requests import UNIT_NOT_FOUND, check_content_type, existing_unit, json_response
 from fleetlet.api.submit import check_body_name, check_desired, check_options
-from fleetlet.api.wire import JSON, parse_unit_body, unit_json, unit_page_json
+from fleetlet.api.wire import parse_unit_body, state_index, unit_json, unit_page_json
 from fleetlet.registry.errors import RegistryConflict, UnitNotFound
-from fleetlet.registry.model import UnitRecord
 
-JSON_TYPE = "application/json"
-NOT_FOUND = "unit does not exist"
 # How often a PUT re-reads and decides again when another writer changed the unit between its read and its write.
 PUT_ATTEMPTS = 3
 
@@ -26,10 +23,6 @@ def routes(ctx: ApiContext, prefix: str) -> list[web.RouteDef]:
         web.put(f"{prefix}/units/{{name}}", units.put),
         web.delete(f"{prefix}/units/{{name}}", units.delete),
     ]
-
-
-def json_response(doc: JSON) -> web.Response:
-    return web.Response(body=orjson.dumps(doc), content_type=JSON_TYPE)
 
 
 class Units:
@@ -46,25 +39,26 @@ class Units:
         except ValueError as e:
             raise APIError(400, str(e)) from e
         schedule = (await registry.schedule()).entries
-        units = [unit_json(u, schedule.get(u.name)) for u in page.units]
+        index = state_index(self._ctx.view.states())
+        units = [unit_json(u, schedule.get(u.name), index) for u in page.units]
         return json_response(unit_page_json(units, page.next_token))
 
     async def get(self, request: web.Request) -> web.Response:
-        record = await self._existing(request.match_info["name"])
+        record = await existing_unit(self._ctx.registry, request.match_info["name"])
         entry = (await self._ctx.registry.schedule()).entries.get(record.name)
-        return json_response(unit_json(record, entry))
+        return json_response(unit_json(record, entry, state_index(self._ctx.view.states())))
 
     async def delete(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         try:
             await self._ctx.registry.delete_unit(name)
         except UnitNotFound as e:
-            raise APIError(404, NOT_FOUND) from e
+            raise APIError(404, UNIT_NOT_FOUND) from e
         return web.Response(status=204)
 
     async def put(self, request: web.Request) -> web.Response:
         """fleet's rules: absent and no options: 409; new or other options: 201; else desiredState: 204."""
-        _check_content_type(request)
+        check_content_type(request)
         body = parse_unit_body(await request.read())
         name = check_body_name(request.match_info["name"], body.name)
         desired = check_desired(body.desired_state) if body.desired_state else None
@@ -90,18 +84,3 @@ class Units:
             except (RegistryConflict, UnitNotFound):
                 continue  # changed under us: read again and decide again
         raise APIError(409, f"unit {name} changed concurrently {PUT_ATTEMPTS} times; try again")
-
-    async def _existing(self, name: str) -> UnitRecord:
-        record = await self._ctx.registry.get_unit(name)
-        if record is None:
-            raise APIError(404, NOT_FOUND)
-        return record
-
-
-def _check_content_type(request: web.Request) -> None:
-    """Exactly one Content-Type, ``application/json`` (parameters such as charset allowed), as fleet required."""
-    values = request.headers.getall("Content-Type", [])
-    if len(values) != 1:
-        raise APIError(415, f"expected 1 Content-Type, got {len(values)}")
-    if values[0].split(";", 1)[0].strip() != JSON_TYPE:
-        raise APIError(415, f"only acceptable Content-Type is {JSON_TYPE}")

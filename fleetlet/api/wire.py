@@ -8,13 +8,14 @@ them into those structs: unknown fields ignored, missing ones empty, a field of 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from fleetlet.api.errors import APIError
+from fleetlet.api.view import UnitState
 from fleetlet.registry.model import DesiredState, ScheduleEntry, UnitRecord
 from fleetlet.units.model import UnitOption
 from fleetlet.units.syntax import parse
@@ -31,27 +32,44 @@ class UnitBody:
     desired_state: str
 
 
-def current_state(desired: DesiredState, entry: ScheduleEntry | None) -> DesiredState:
-    """fleet's current state of a unit, from the registry alone.
+# systemd active states of a unit that has been started and not yet stopped: fleet's "launched".
+STARTED_STATES = frozenset({"activating", "active", "reloading"})
 
-    Unscheduled: ``inactive``. Scheduled: ``loaded``, and ``launched`` once the target machine has launched it;
-    fleet knew that from the agent's heartbeat, fleetlet assumes the agent does what is desired until agents
-    publish their unit states. A unit still scheduled while desired ``inactive`` is on its way out: ``loaded``.
+StateIndex = Mapping[tuple[str, str], str]
+
+
+def state_index(states: Iterable[UnitState]) -> dict[tuple[str, str], str]:
+    """(unit, machine) -> systemd active state, built once per request so that a page of units is O(units)."""
+    return {(s.name, s.machine_id): s.active for s in states}
+
+
+def current_state(entry: ScheduleEntry | None, active: str | None) -> DesiredState:
+    """fleet's current state of a unit: where it is, from the schedule, and what its machine reports of it.
+
+    ``active`` is the systemd active state the scheduled machine reports, None when it reports nothing.
+    Unscheduled, or not reported by its machine (yet, or any more): ``inactive``. Started and not stopped
+    (activating, active, reloading): ``launched``. Otherwise it is on the machine but not running (inactive,
+    deactivating, failed): ``loaded``.
     """
-    if entry is None:
+    if entry is None or active is None:
         return "inactive"
-    return "launched" if desired == "launched" else "loaded"
+    return "launched" if active in STARTED_STATES else "loaded"
+
+
+def reported_active(index: StateIndex, unit: str, entry: ScheduleEntry | None) -> str | None:
+    """The active state the machine ``unit`` is scheduled on reports for it; None when unscheduled or silent."""
+    return index.get((unit, entry.machine_id)) if entry is not None else None
 
 
 def options_json(options: Iterable[UnitOption]) -> list[JSON]:
     return [omit_empty({"section": o.section, "name": o.name, "value": o.value}) for o in options]
 
 
-def unit_json(record: UnitRecord, entry: ScheduleEntry | None) -> JSON:
+def unit_json(record: UnitRecord, entry: ScheduleEntry | None, index: StateIndex) -> JSON:
     """A unit as fleet's ``schema.Unit``: name, options in normalized order, desired and current state, machine."""
     return omit_empty(
         {
-            "currentState": current_state(record.desired_state, entry),
+            "currentState": current_state(entry, reported_active(index, record.name, entry)),
             "desiredState": record.desired_state,
             "machineID": entry.machine_id if entry is not None else "",
             "name": record.name,
@@ -76,12 +94,12 @@ def parse_unit_body(data: bytes) -> UnitBody:
     except orjson.JSONDecodeError as e:
         raise _undecodable(str(e)) from e
     if not isinstance(doc, dict):
-        raise _undecodable(f"expected a JSON object, not {_json_type(doc)}")
+        raise _undecodable(f"expected a JSON object, not {json_type(doc)}")
     options = doc.get("options")
     if options is None:
         options = []
     elif not isinstance(options, list):
-        raise _undecodable(f"options: expected an array, not {_json_type(options)}")
+        raise _undecodable(f"options: expected an array, not {json_type(options)}")
     return UnitBody(
         name=_string(doc, "name", "name"),
         options=tuple(_option(o, i) for i, o in enumerate(options)),
@@ -92,7 +110,7 @@ def parse_unit_body(data: bytes) -> UnitBody:
 def _option(doc: object, index: int) -> UnitOption:
     where = f"options[{index}]"
     if not isinstance(doc, dict):
-        raise _undecodable(f"{where}: expected an object, not {_json_type(doc)}")
+        raise _undecodable(f"{where}: expected an object, not {json_type(doc)}")
     return UnitOption(
         _string(doc, "section", f"{where}.section"),
         _string(doc, "name", f"{where}.name"),
@@ -105,11 +123,11 @@ def _string(doc: dict[str, Any], key: str, where: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise _undecodable(f"{where}: expected a string, not {_json_type(value)}")
+        raise _undecodable(f"{where}: expected a string, not {json_type(value)}")
     return value
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
 

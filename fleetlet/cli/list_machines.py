@@ -46,7 +46,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = parse_fields(args.fields, FIELDS)
+    names = parse_fields(args, FIELDS)
     if names is None:
         return 1
 

@@ -1,7 +1,8 @@
 """``fleetlet list-units``: the state of every unit loaded on a machine, as fleetctl listed it.
 
 One row per unit state the machines report; a unit that is not loaded anywhere has none (``list-unit-files``
-shows it). MACHINE is ``1a2b3c4d.../IP``, or the shortened ID alone when the machine has no known IP.
+shows it). MACHINE is ``1a2b3c4d.../IP``, or the shortened ID alone when the machine has no known IP; with
+``--json``, the full ID.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 from typing import Any, Final
 
 from fleetlet.cli import endpoint
-from fleetlet.cli.columns import Field, add_options, machine_id_legend, parse_fields, plain, print_rows
+from fleetlet.cli.columns import Field, add_options, machine_legend, parse_fields, plain, print_rows
 from fleetlet.cli.endpoint import run_with_client
 from fleetlet.client import Client, UnitState
 
@@ -32,10 +33,7 @@ def fields(ips: dict[str, str]) -> dict[str, Field[UnitState]]:
     def machine_text(value: object, full: bool) -> str:
         if not value:
             return "-"
-        machine_id = str(value)
-        legend = machine_id_legend(machine_id, full)
-        ip = ips.get(machine_id)
-        return f"{legend}/{ip}" if ip else legend
+        return machine_legend(str(value), ips.get(str(value), ""), full)
 
     return {
         "active": Field(lambda s: _or_none(s.active_state)),
@@ -59,13 +57,14 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    names = parse_fields(args.fields, fields({}))
+    names = parse_fields(args, fields({}))
     if names is None:
         return 1
 
     async def list_units(fleet: Client) -> int:
         states = await fleet.states()
-        ips = {m.id: m.primary_ip for m in await fleet.machines()} if "machine" in names else {}
+        wants_ips = "machine" in names and not args.json  # JSON has the full ID, without the IP
+        ips = {m.id: m.primary_ip for m in await fleet.machines()} if wants_ips else {}
         print_rows(args, states, names, fields(ips))
         return 0
 

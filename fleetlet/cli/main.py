@@ -11,8 +11,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fleetlet import __version__
-from fleetlet.cli import agent, list_machines, list_unit_files, list_units, run_unit, units, verify
+from fleetlet.cli import (
+    agent,
+    endpoint,
+    explain,
+    journal,
+    list_machines,
+    list_unit_files,
+    list_units,
+    run_unit,
+    status,
+    units,
+    verify,
+    version,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         prog=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "fleetlet",
         description="A cluster init system for containers (fleet's model, in asyncio Python).",
     )
-    parser.add_argument("--version", action="version", version=f"fleetlet {__version__}")
+    parser.add_argument("--version", action="version", version=version.line())
+    endpoint.add_global_options(parser)  # fleetctl took them before the command: `fleetctl --endpoint URL start`
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     verify.register(commands)
     agent.register(commands)
@@ -44,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     list_units.register(commands)
     list_unit_files.register(commands)
     list_machines.register(commands)
+    status.register(commands)
+    journal.register(commands)
+    explain.register(commands)
+    version.register(commands)
     return parser
 
 

@@ -5,24 +5,37 @@ An argument is a unit name or a path (``./units/hello.service``, ``hello`` meani
 ``submit``, ``load`` and ``start`` act, each named unit that is not in the cluster yet is created as fleetctl did:
 from the local file of that name, else, for an instance ``foo@3.service``, from the template ``foo@.service`` in
 the cluster or beside it on disk. Local files are checked exactly as ``fleetlet verify`` checks them.
+
+A unit already in the cluster whose local file says otherwise is replaced with ``--replace``, keeping its desired
+state, in the states fleetctl allowed: ``submit`` replaces an inactive unit, ``load`` an inactive or loaded one,
+``start`` any (a launched unit restarts with its new contents).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, Literal, TypeAlias
 
 from fleetlet.cli.endpoint import CommandError
 from fleetlet.client import Client, Unit
 from fleetlet.errors import UnitNameError
+from fleetlet.registry.model import DESIRED_STATES, DesiredState
 from fleetlet.units.check import check_path
 from fleetlet.units.globs import compile_glob
 from fleetlet.units.model import UnitFile
 from fleetlet.units.names import DEFAULT_SUFFIX, has_known_suffix, name_from_argument
 
 GLOB_CHARACTERS = frozenset("*?[")
+Creator: TypeAlias = Literal["submit", "load", "start"]
+# The desired states in which each command may replace a unit: what it leaves the unit in cannot surprise its user.
+REPLACEABLE: Final[Mapping[Creator, frozenset[DesiredState]]] = {
+    "submit": frozenset({"inactive"}),
+    "load": frozenset({"inactive", "loaded"}),
+    "start": frozenset(DESIRED_STATES),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,23 +60,39 @@ def unit_argument(argument: str, doing: str) -> UnitArgument:
     return UnitArgument(name, Path(path))
 
 
-async def create_missing(fleet: Client, arguments: Sequence[str], *, strict: bool) -> None:
+async def create_missing(
+    fleet: Client, arguments: Sequence[str], command: Creator, *, replace: bool = False
+) -> set[str]:
     """Create each named unit the cluster lacks, printing ``Unit NAME inactive`` as fleetctl did.
 
-    A unit already in the cluster with other contents than its local file is an error when ``strict`` (``submit``
-    must not leave the user believing their file was submitted), a warning otherwise (``start`` and ``load`` act on
-    what the cluster has, as fleetctl did).
+    A unit already in the cluster with other contents than its local file is replaced when ``replace`` and
+    :data:`REPLACEABLE` allow it (``Unit NAME replaced``). Otherwise it is an error for ``submit`` (which must not
+    leave the user believing their file was submitted), a warning for ``start`` and ``load`` (which act on what
+    the cluster has, as fleetctl did). Returns the names of the units replaced.
     """
+    strict = command == "submit"
+    replaced: set[str] = set()
     for argument in arguments:
         if is_glob(argument):
             continue  # a glob selects submitted units; there is nothing to create from it
         wanted = unit_argument(argument, "creating")
         existing = await fleet.unit(wanted.name)
-        if existing is not None:
-            _compare_with_local(existing, wanted.path, strict=strict)
+        if existing is None:
+            await fleet.submit(wanted.name, await _unit_file(fleet, wanted))
+            print(f"Unit {wanted.name} inactive")
             continue
-        await fleet.submit(wanted.name, await _unit_file(fleet, wanted))
-        print(f"Unit {wanted.name} inactive")
+        local = _differing_local(existing, wanted.path)
+        if local is None:
+            continue
+        if not replace:
+            _refuse_difference(existing, wanted.path, strict=strict)
+        elif existing.desired_state not in REPLACEABLE[command]:
+            _refuse_replacing(existing, command, strict=strict)
+        else:
+            await fleet.create_unit(existing.name, local, existing.desired_state)
+            print(f"Unit {existing.name} replaced")
+            replaced.add(existing.name)
+    return replaced
 
 
 async def existing_units(fleet: Client, arguments: Sequence[str], doing: str) -> list[Unit]:
@@ -119,12 +148,24 @@ def _checked_file(path: Path) -> UnitFile:
     return checked.file
 
 
-def _compare_with_local(existing: Unit, path: Path, *, strict: bool) -> None:
+def _differing_local(existing: Unit, path: Path) -> UnitFile | None:
+    """The local file's unit when there is one and its contents differ from the cluster's."""
     if not path.is_file():
-        return
+        return None
     local = _checked_file(path)
-    if local.hash == existing.hash:
-        return
+    return None if local.hash == existing.hash else local
+
+
+def _refuse_replacing(existing: Unit, command: Creator, *, strict: bool) -> None:
+    message = (
+        f"cannot replace unit {existing.name} in state {existing.desired_state} with {command}; use start --replace"
+    )
+    if strict:
+        raise CommandError(f"Error creating units: {message}")
+    print(f"WARNING: {message}", file=sys.stderr)
+
+
+def _refuse_difference(existing: Unit, path: Path, *, strict: bool) -> None:
     if strict:
         raise CommandError(
             f"Error creating units: unit {existing.name} in the registry differs from local unit file {path}; "

@@ -11,7 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from fleetlet.api import StaticView, UnitState, fleet_v1_app
-from fleetlet.api.state import machine_json, state_json
+from fleetlet.api.machines import machine_json
+from fleetlet.api.state import state_json
 from fleetlet.clock import ManualClock
 from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.registry import MemoryRegistry

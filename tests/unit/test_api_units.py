@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -12,10 +12,10 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from fleetlet.api import MAX_BODY_BYTES, fleet_v1_app
+from fleetlet.api import MAX_BODY_BYTES, StaticView, UnitState, fleet_v1_app
 from fleetlet.api.errors import APIError
 from fleetlet.api.submit import check_options
-from fleetlet.api.wire import current_state, parse_unit_body, unit_json
+from fleetlet.api.wire import current_state, parse_unit_body, reported_active, state_index, unit_json
 from fleetlet.clock import ManualClock
 from fleetlet.registry import MemoryRegistry, Registry, ScheduleEntry, SqliteRegistry, UnitRecord
 from fleetlet.registry.model import text_hash
@@ -76,36 +76,53 @@ def _record(desired: str = "inactive") -> UnitRecord:
 
 
 @pytest.mark.parametrize(
-    ("desired", "machine", "expected"),
+    ("machine", "active", "expected"),
     [
-        ("inactive", None, "inactive"),
-        ("loaded", None, "inactive"),
-        ("launched", None, "inactive"),
-        ("loaded", "m1", "loaded"),
-        ("launched", "m1", "launched"),
-        ("inactive", "m1", "loaded"),  # unloading: still placed
+        (None, None, "inactive"),
+        (None, "active", "inactive"),  # a state from a machine it is no longer scheduled on does not count
+        ("m1", None, "inactive"),  # scheduled, not (yet) reported by its machine
+        ("m1", "inactive", "loaded"),
+        ("m1", "failed", "loaded"),
+        ("m1", "deactivating", "loaded"),
+        ("m1", "activating", "launched"),
+        ("m1", "active", "launched"),
+        ("m1", "reloading", "launched"),
     ],
 )
-def test_current_state(desired: str, machine: str | None, expected: str) -> None:
+def test_current_state_follows_fleets_rule(machine: str | None, active: str | None, expected: str) -> None:
     entry = ScheduleEntry("hello.service", machine, 1) if machine else None
-    assert current_state(desired, entry) == expected  # type: ignore[arg-type]
+    assert current_state(entry, active) == expected
+
+
+def test_the_state_index_reads_the_state_of_the_scheduled_machine_only() -> None:
+    index = state_index(
+        [
+            UnitState("hello.service", "h", "m1", "loaded", "active", "running"),
+            UnitState("hello.service", "h", "m2", "loaded", "failed", "failed"),
+        ]
+    )
+    assert reported_active(index, "hello.service", ScheduleEntry("hello.service", "m2", 1)) == "failed"
+    assert reported_active(index, "hello.service", ScheduleEntry("hello.service", "m3", 1)) is None
+    assert reported_active(index, "hello.service", None) is None
+    assert reported_active(index, "other.service", ScheduleEntry("other.service", "m1", 1)) is None
 
 
 def test_unit_json_omits_the_machine_of_an_unscheduled_unit() -> None:
-    assert unit_json(_record(), None) == {
+    assert unit_json(_record(), None, {}) == {
         "currentState": "inactive",
         "desiredState": "inactive",
         "name": "hello.service",
         "options": HELLO_OPTIONS,
     }
-    placed = unit_json(_record("launched"), ScheduleEntry("hello.service", "m1", 4))
+    index = {("hello.service", "m1"): "active"}
+    placed = unit_json(_record("launched"), ScheduleEntry("hello.service", "m1", 4), index)
     assert (placed["machineID"], placed["currentState"]) == ("m1", "launched")
 
 
 def test_an_empty_option_value_is_omitted_as_fleet_did() -> None:
     text = "[Service]\nExecStart=/bin/true\nExecStartPre=\n"
     record = UnitRecord("a.service", text, text_hash(text), "inactive", 1)
-    assert unit_json(record, None)["options"][1] == {"section": "Service", "name": "ExecStartPre"}
+    assert unit_json(record, None, {})["options"][1] == {"section": "Service", "name": "ExecStartPre"}
 
 
 @pytest.mark.parametrize(
@@ -155,7 +172,8 @@ async def test_list_pages_through_every_unit_in_name_order() -> None:
     for name in reversed(names):
         await registry.put_unit(name, HELLO)
     await registry.set_machine("u01.service", "m1")
-    async with serve(registry, page_size=2) as client:
+    view = StaticView(state_list=[UnitState("u01.service", HELLO.hash, "m1", "loaded", "inactive", "dead")])
+    async with serve(registry, page_size=2, view=view) as client:
         seen: list[dict[str, Any]] = []
         status, page = await get(client, f"{U}?alt=json")
         pages = 1
@@ -176,6 +194,51 @@ async def test_list_pages_through_every_unit_in_name_order() -> None:
         "options": HELLO_OPTIONS,
     }
     assert "machineID" not in seen[0]
+
+
+class CountingView(StaticView):
+    """A static view that counts how often the API asks for the states."""
+
+    calls = 0
+
+    def states(self) -> Sequence[UnitState]:
+        self.calls += 1
+        return super().states()
+
+
+@pytest.mark.anyio
+async def test_current_state_in_list_and_get_is_what_the_scheduled_machine_reports() -> None:
+    registry = MemoryRegistry(ManualClock())
+    reports = {
+        "active.service": ("m1", "active"),  # started: launched
+        "failed.service": ("m1", "failed"),  # loaded but dead: loaded
+        "moved.service": ("m2", "active"),  # reported by a machine it is not scheduled on: inactive
+        "silent.service": (None, None),  # scheduled, not reported yet: inactive
+    }
+    for name in reports:
+        await registry.put_unit(name, HELLO, desired_state="launched")
+        await registry.set_machine(name, "m1")
+    view = CountingView(
+        state_list=[
+            UnitState(name, HELLO.hash, machine, "loaded", active, "x")
+            for name, (machine, active) in reports.items()
+            if machine is not None and active is not None
+        ]
+    )
+    expected = {
+        "active.service": "launched",
+        "failed.service": "loaded",
+        "moved.service": "inactive",
+        "silent.service": "inactive",
+    }
+    async with serve(registry, view=view) as client:
+        status, page = await get(client, U)
+        assert status == 200
+        assert {u["name"]: u["currentState"] for u in page["units"]} == expected
+        assert view.calls == 1  # once per request, not once per unit
+        for name, state in expected.items():
+            status, unit = await get(client, f"{U}/{name}")
+            assert (status, unit["currentState"], unit["machineID"]) == (200, state, "m1")
 
 
 @pytest.mark.anyio
@@ -409,7 +472,8 @@ async def test_unknown_paths_and_wrong_methods_answer_in_fleets_error_shape() ->
 async def test_the_resource_over_a_sqlite_registry(tmp_path: Path) -> None:
     registry = SqliteRegistry(tmp_path / "registry.db", ManualClock())
     await registry.open()
-    async with serve(registry, page_size=1) as client:
+    view = StaticView(state_list=[UnitState("b.service", HELLO.hash, "m1", "loaded", "active", "running")])
+    async with serve(registry, page_size=1, view=view) as client:
         assert await put(client, "a.service", {"options": HELLO_OPTIONS}) == (201, None)
         assert await put(client, "b.service", {"options": HELLO_OPTIONS, "desiredState": "loaded"}) == (201, None)
         assert await put(client, "b.service", {"desiredState": "launched"}) == (204, None)

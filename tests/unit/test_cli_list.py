@@ -126,5 +126,24 @@ async def test_list_machines_json(fleetctl: Fleetctl) -> None:
     ]
 
 
+async def test_list_units_json_without_fields_has_every_field_in_full_on_one_line(fleetctl: Fleetctl) -> None:
+    status, out, err = await fleetctl("list-units", "--json")
+    assert (status, err) == (0, "")
+    assert out.endswith("]\n")
+    assert out.count("\n") == 1
+    rows = orjson.loads(out)
+    assert rows == [
+        {"unit": "hello.service", "machine": A, "active": "active", "sub": "running", "hash": HASH, "load": "loaded"},
+        {"unit": "world.service", "machine": B, "active": "failed", "sub": "failed", "hash": HASH, "load": "loaded"},
+    ]
+    assert list(rows[0]) == ["unit", "machine", "active", "sub", "hash", "load"]  # the default columns first
+
+
+async def test_json_flags_combine_with_the_table_flags_without_effect(fleetctl: Fleetctl) -> None:
+    plain = await fleetctl("list-machines", "--json")
+    assert await fleetctl("list-machines", "--json", "--full", "--no-legend") == plain
+    assert plain[1].count("\n") == 1
+
+
 def test_format_metadata_sorts_keys_and_keeps_operators() -> None:
     assert format_metadata({"z": "1", "a": "x", "mem": ">=2048"}) == "a=x,mem>=2048,z=1"

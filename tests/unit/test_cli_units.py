@@ -1,6 +1,8 @@
 """fleetctl's unit commands through ``main([...])`` against the real API app on a unix socket over a MemoryRegistry.
 
 ``main`` runs its own event loop, so each command runs in a worker thread while the test's loop serves the API.
+No agent runs: a command that waits would wait for nothing, so these use ``--no-block`` or units already where
+the command puts them; ``test_cli_blocking`` covers the waiting.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from fleetlet.api import fleet_v1_app
+from fleetlet.api import StaticView, UnitState, fleet_v1_app
 from fleetlet.cli.main import main
 from fleetlet.clock import ManualClock
+from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.registry import MemoryRegistry
 from fleetlet.units.check import load_unit
 from tests.fleet_units import HELLO_WORLD
@@ -53,8 +56,9 @@ def anyio_backend() -> str:
 
 
 @asynccontextmanager
-async def serving(registry: MemoryRegistry, socket: Path) -> AsyncIterator[str]:
-    runner = web.AppRunner(fleet_v1_app(registry, page_size=2))  # small pages: lists cross page boundaries
+async def serving(registry: MemoryRegistry, socket: Path, view: StaticView | None = None) -> AsyncIterator[str]:
+    # small pages: lists cross page boundaries
+    runner = web.AppRunner(fleet_v1_app(registry, page_size=2, view=view))
     await runner.setup()
     try:
         await web.UnixSite(runner, str(socket)).start()
@@ -70,8 +74,14 @@ async def registry() -> AsyncIterator[MemoryRegistry]:
 
 
 @pytest.fixture
-async def endpoint(registry: MemoryRegistry, tmp_path: Path) -> AsyncIterator[str]:
-    async with serving(registry, tmp_path / "api.sock") as url:
+def view() -> StaticView:
+    """What the API reports beyond the registry: no machine and no unit state until a test adds them."""
+    return StaticView()
+
+
+@pytest.fixture
+async def endpoint(registry: MemoryRegistry, view: StaticView, tmp_path: Path) -> AsyncIterator[str]:
+    async with serving(registry, tmp_path / "api.sock", view) as url:
         yield url
 
 
@@ -190,12 +200,13 @@ async def test_cat_of_an_unknown_unit(cli: Fleetctl) -> None:
 
 
 @pytest.fixture
-async def listed(cli: Fleetctl, workdir: Path, registry: MemoryRegistry) -> Fleetctl:
+async def listed(cli: Fleetctl, workdir: Path, registry: MemoryRegistry, view: StaticView) -> Fleetctl:
     """hello.service launched on MACHINE, simple.service inactive, everywhere.service global and launched."""
+    view.state_list.append(UnitState("hello.service", HELLO_HASH, MACHINE, "loaded", "active", "running"))
     write(workdir, "hello.service", HELLO_WORLD)
     write(workdir, "simple.service")
     write(workdir, "everywhere.service", GLOBAL)
-    assert (await cli("start", "hello", "everywhere"))[0] == 0
+    assert (await cli("start", "--no-block", "hello", "everywhere"))[0] == 0
     assert (await cli("submit", "simple.service"))[0] == 0
     await registry.set_machine("hello.service", MACHINE)
     return cli
@@ -271,7 +282,7 @@ async def test_start_submits_a_local_file_first(cli: Fleetctl, workdir: Path, re
 
 async def test_start_an_instance_from_a_local_template(cli: Fleetctl, workdir: Path, registry: MemoryRegistry) -> None:
     write(workdir, "hello_world@.service", HELLO_WORLD)
-    assert await cli("start", "hello_world@3.service") == (
+    assert await cli("start", "--no-block", "hello_world@3.service") == (
         0,
         "Unit hello_world@3.service inactive\nTriggered unit hello_world@3.service start\n",
         "",
@@ -287,7 +298,11 @@ async def test_load_an_instance_from_a_submitted_template(
     write(workdir, "t@.service")
     assert (await cli("submit", "t@.service"))[0] == 0
     (workdir / "t@.service").unlink()
-    assert await cli("load", "t@a") == (0, "Unit t@a.service inactive\nTriggered unit t@a.service load\n", "")
+    assert await cli("load", "t@a", "--no-block") == (
+        0,
+        "Unit t@a.service inactive\nTriggered unit t@a.service load\n",
+        "",
+    )
     assert await desired(registry, "t@a.service") == "loaded"
 
 
@@ -311,7 +326,7 @@ async def test_start_warns_when_the_local_file_differs(cli: Fleetctl, workdir: P
     write(workdir, "simple.service")
     await cli("submit", "simple.service")
     write(workdir, "simple.service", SIMPLE.replace("Simple", "Changed"))
-    assert await cli("start", "simple.service") == (
+    assert await cli("start", "--no-block", "simple.service") == (
         0,
         "Triggered unit simple.service start\n",
         "WARNING: Unit simple.service in registry differs from local unit file simple.service.\n",
@@ -324,13 +339,13 @@ async def test_a_glob_acts_on_the_submitted_units_it_matches(
     write(workdir, "hello_world@.service", HELLO_WORLD)
     write(workdir, "simple.service")
     await cli("submit", "hello_world@1.service", "hello_world@2.service", "simple.service")
-    assert await cli("start", "hello_world@*") == (
+    assert await cli("start", "--no-block", "hello_world@*") == (
         0,
         "Triggered unit hello_world@1.service start\nTriggered unit hello_world@2.service start\n",
         "",
     )
     assert await desired(registry, "simple.service") == "inactive"
-    assert await cli("stop", "hello_world@*", "hello_world@1.service") == (
+    assert await cli("stop", "--no-block", "hello_world@*", "hello_world@1.service") == (
         0,
         "Triggered unit hello_world@1.service stop\nTriggered unit hello_world@2.service stop\n",
         "",
@@ -361,12 +376,12 @@ async def test_stop_unload_load_through_the_states(cli: Fleetctl, workdir: Path,
     write(workdir, "simple.service")
     await cli("submit", "simple.service")
     assert await cli("stop", "simple") == (1, "", "Unable to stop unit simple.service in state inactive\n")
-    assert await cli("load", "simple") == (0, "Triggered unit simple.service load\n", "")
+    assert await cli("load", "simple", "--no-block") == (0, "Triggered unit simple.service load\n", "")
     assert await cli("stop", "simple") == (0, "", "")  # already loaded
-    assert await cli("start", "simple") == (0, "Triggered unit simple.service start\n", "")
+    assert await cli("start", "simple", "--no-block") == (0, "Triggered unit simple.service start\n", "")
     assert await cli("stop", "--no-block", "simple") == (0, "Triggered unit simple.service stop\n", "")
     assert await desired(registry, "simple.service") == "loaded"
-    assert await cli("unload", "simple") == (0, "Triggered unit simple.service unload\n", "")
+    assert await cli("unload", "simple", "--no-block") == (0, "Triggered unit simple.service unload\n", "")
     assert await cli("unload", "simple") == (0, "", "")
     assert await desired(registry, "simple.service") == "inactive"
 
@@ -390,8 +405,10 @@ async def test_stop_and_unload_of_an_unknown_unit(cli: Fleetctl, command: str, d
 
 async def test_destroy(cli: Fleetctl, workdir: Path, registry: MemoryRegistry) -> None:
     write(workdir, "simple.service")
-    await cli("start", "simple.service")
+    await cli("start", "--no-block", "simple.service")
     assert await cli("destroy", "simple.service") == (0, "Destroyed simple.service\n", "")
+    await cli("start", "--no-block", "simple.service")
+    assert await cli("destroy", "--no-block", "simple.service") == (0, "Destroyed simple.service\n", "")
     assert await registry.get_unit("simple.service") is None
 
 
@@ -471,3 +488,140 @@ async def test_request_timeout_bounds_a_request_that_gets_no_answer(cli: Fleetct
             "",
             f"Error: cannot reach the fleet API at {endpoint}: no answer within 0.05s\n",
         )
+
+
+# --- --replace ---------------------------------------------------------------------------------------------------
+
+CHANGED = SIMPLE.replace("Simple", "Changed")
+CHANGED_CAT = SIMPLE_CAT.replace("Simple", "Changed")
+
+
+async def test_submit_replace_replaces_an_inactive_unit(cli: Fleetctl, workdir: Path, registry: MemoryRegistry) -> None:
+    write(workdir, "simple.service")
+    await cli("submit", "simple.service")
+    write(workdir, "simple.service", CHANGED)
+    assert await cli("submit", "--replace", "simple.service") == (0, "Unit simple.service replaced\n", "")
+    assert (await cli("cat", "simple"))[1] == CHANGED_CAT
+    assert await desired(registry, "simple.service") == "inactive"
+    assert await cli("submit", "--replace", "simple.service") == (0, "", "")  # the same contents: nothing to do
+
+
+@pytest.mark.parametrize(("command", "state"), [("submit", "loaded"), ("submit", "launched"), ("load", "launched")])
+async def test_replace_refuses_a_state_its_command_would_not_leave_the_unit_in(
+    cli: Fleetctl, workdir: Path, registry: MemoryRegistry, command: str, state: str
+) -> None:
+    write(workdir, "simple.service")
+    await cli("submit", "simple.service")
+    await registry.set_desired_state("simple.service", state)  # type: ignore[arg-type]
+    write(workdir, "simple.service", CHANGED)
+    message = f"cannot replace unit simple.service in state {state} with {command}; use start --replace"
+    if command == "submit":
+        assert await cli("submit", "--replace", "simple.service") == (1, "", f"Error creating units: {message}\n")
+    else:  # load warns, as without --replace, and acts on what the cluster has
+        assert await cli("load", "--replace", "--no-block", "simple.service") == (
+            0,
+            "Triggered unit simple.service load\n",
+            f"WARNING: {message}\n",
+        )
+    assert (await cli("cat", "simple"))[1] == SIMPLE_CAT
+
+
+@pytest.mark.parametrize("state", ["inactive", "loaded", "launched"])
+async def test_start_replace_replaces_in_any_state_and_keeps_starting(
+    cli: Fleetctl, workdir: Path, registry: MemoryRegistry, state: str
+) -> None:
+    write(workdir, "simple.service")
+    await cli("submit", "simple.service")
+    await registry.set_desired_state("simple.service", state)  # type: ignore[arg-type]
+    write(workdir, "simple.service", CHANGED)
+    # Even a unit launched already is started again: its machine restarts it with the new contents.
+    assert await cli("start", "--replace", "--no-block", "simple.service") == (
+        0,
+        "Unit simple.service replaced\nTriggered unit simple.service start\n",
+        "",
+    )
+    assert (await cli("cat", "simple"))[1] == CHANGED_CAT
+    assert await desired(registry, "simple.service") == "launched"
+
+
+async def test_load_replace_keeps_the_desired_state_it_replaces_in(
+    cli: Fleetctl, workdir: Path, registry: MemoryRegistry
+) -> None:
+    write(workdir, "simple.service")
+    await cli("submit", "simple.service")
+    write(workdir, "simple.service", CHANGED)
+    assert await cli("load", "--replace", "--no-block", "simple.service") == (
+        0,
+        "Unit simple.service replaced\nTriggered unit simple.service load\n",
+        "",
+    )
+    assert await desired(registry, "simple.service") == "loaded"
+    assert (await cli("cat", "simple"))[1] == CHANGED_CAT
+
+
+# --- options before the command ----------------------------------------------------------------------------------
+
+
+async def test_the_endpoint_before_the_command(cli: Fleetctl, tmp_path: Path) -> None:
+    missing = f"unix://{tmp_path}/missing.sock"
+    assert await cli.bare("--endpoint", cli.endpoint, "list-unit-files") == (
+        0,
+        "UNIT\tHASH\tDSTATE\tSTATE\tTARGET\n",
+        "",
+    )
+    # after the command wins, whichever of the two is the good one
+    assert (await cli.bare("--endpoint", missing, "list-unit-files", "--endpoint", cli.endpoint))[0] == 0
+    assert await cli.bare("--endpoint", cli.endpoint, "list-unit-files", "--endpoint", missing) == (
+        1,
+        "",
+        f"Error: cannot reach the fleet API at {missing}: no such socket\n",
+    )
+
+
+async def test_the_request_timeout_before_the_command_is_not_clobbered(cli: Fleetctl, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as silent:  # listens, so connecting succeeds, but never answers
+        silent.bind(str(tmp_path / "silent.sock"))
+        silent.listen()
+        endpoint = f"unix://{tmp_path}/silent.sock"
+        expected = (1, "", f"Error: cannot reach the fleet API at {endpoint}: no answer within 0.05s\n")
+        assert await cli.bare("--request-timeout", "0.05", "--endpoint", endpoint, "cat", "x") == expected
+        assert await cli.bare(
+            "--request-timeout", "9", "cat", "x", "--request-timeout", "0.05", "--endpoint", endpoint
+        ) == (expected)
+
+
+async def test_a_bad_option_before_the_command(cli: Fleetctl) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        await cli.bare("--request-timeout", "soon", "list-units")
+    assert exit_.value.code == 2
+    assert cli.capsys.readouterr().err.endswith("error: argument --request-timeout: not a number of seconds: 'soon'\n")
+
+
+# --- list-unit-files' TARGET and JSON ----------------------------------------------------------------------------
+
+
+async def test_list_unit_files_shows_the_target_machines_ip(listed: Fleetctl, view: StaticView) -> None:
+    view.machine_list.append(MachineSpec(MACHINE, {}, "192.0.2.7"))
+    status, out, err = await listed("list-unit-files", "--no-legend", "--fields", "unit,target")
+    assert (status, err) == (0, "")
+    assert out.splitlines()[1:] == ["hello.service\t\t1a2b3c4d.../192.0.2.7", "simple.service\t\t-"]
+    status, out, _ = await listed("list-unit-files", "--no-legend", "-l", "--fields", "tmachine")
+    assert out.splitlines()[1:] == [f"{MACHINE}/192.0.2.7", "-"]
+
+
+async def test_list_unit_files_json_has_every_field_on_one_line(listed: Fleetctl, view: StaticView) -> None:
+    view.machine_list.append(MachineSpec(MACHINE, {}, "192.0.2.7"))
+    status, out, err = await listed("list-unit-files", "--json")
+    assert (status, err) == (0, "")
+    assert out.endswith("]\n")
+    assert out.count("\n") == 1
+    assert orjson.loads(out)[1] == {
+        "unit": "hello.service",
+        "hash": HELLO_HASH,
+        "dstate": "launched",
+        "state": "launched",
+        "target": MACHINE,
+        "desc": "HelloWorldApp",
+        "global": False,
+    }
+    assert list(orjson.loads(out)[0]) == ["unit", "hash", "dstate", "state", "target", "desc", "global"]
