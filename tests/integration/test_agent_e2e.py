@@ -5,8 +5,10 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import anyio
 import pytest
 
+from fleetlet.client import Client
 from fleetlet.exec.runtime import ContainerState
 from tests.integration.agent_rig import BOUND, PUBLIC_IP, Agents, until
 
@@ -41,9 +43,10 @@ def test_submit_start_stop_destroy(agents: Agents, tmp_path: Path) -> None:
     unit = _unit_file(tmp_path, container)
 
     agents.fleetlet("submit", str(unit))
-    agents.fleetlet("start", unit.name)
-    until(lambda: _running(agents, container))
-    assert agents.inspect(container) is not None
+    started = agents.fleetlet("start", unit.name)  # blocks until the unit runs, as fleetctl's start did
+    assert started.stdout == f"Unit {unit.name} launched on {agents.machine_id[:8]}.../{PUBLIC_IP}\n"
+    running = _running(agents, container)
+    assert running is not None
     until(
         lambda: (
             _cells(agents, "list-units", "-l") == [[unit.name, f"{agents.machine_id}/{PUBLIC_IP}", "active", "running"]]
@@ -56,11 +59,61 @@ def test_submit_start_stop_destroy(agents: Agents, tmp_path: Path) -> None:
         [agents.machine_id, PUBLIC_IP, "group=hw_webservers,region=lab"]
     ]
 
-    agents.fleetlet("stop", unit.name)
-    until(lambda: _running(agents, container) is None)
+    # status and journal come through the API from the machine that runs the unit
+    status = agents.fleetlet("status", unit.name).stdout
+    assert f"● {unit.name} - agent e2e\n" in status
+    assert "   Active: active (running) since " in status
+    assert f"Container: {running.id[:12]}\n" in status
+    assert f"  Machine: {agents.machine_id[:8]}.../{PUBLIC_IP}\n" in status
+    until(lambda: agents.fleetlet("journal", "--lines", "2", unit.name).stdout.endswith(f"{unit.name}[stdout]: hi\n"))
 
-    agents.fleetlet("destroy", unit.name)
+    agents.fleetlet("restart", unit.name)
+    restarted = _running(agents, container)
+    assert restarted is not None
+    assert restarted.id != running.id
+
+    assert agents.fleetlet("stop", unit.name).stdout == (
+        f"Unit {unit.name} loaded on {agents.machine_id[:8]}.../{PUBLIC_IP}\n"
+    )
+    assert _running(agents, container) is None
+
+    assert agents.fleetlet("destroy", unit.name).stdout == f"Destroyed {unit.name}\n"
+    assert agents.fleetlet("status", unit.name, check=False).stderr == f"Unit {unit.name} does not exist.\n"
     assert "start:" in agents.log.read_text()
+
+
+def test_a_global_unit_follows_the_machines_metadata_patched_through_the_api(agents: Agents, tmp_path: Path) -> None:
+    agents.start()
+    container = f"fg-{agents.machine_id[:12]}"
+    unit = tmp_path / "edge.service"
+    unit.write_text(
+        "[Service]\n"
+        f"ExecStart=/usr/bin/docker run --rm --name {container} busybox "
+        "sh -c \"trap 'exit 0' TERM; sleep 1000 & wait\"\n"
+        "\n[X-Fleet]\nGlobal=true\nMachineMetadata=role=edge\n"
+    )
+    assert (
+        agents.fleetlet("start", str(unit)).stdout
+        == f"Unit {unit.name} inactive\nTriggered global unit {unit.name} start\n"
+    )
+
+    async def set_metadata(metadata: dict[str, str]) -> None:
+        async with Client(agents.endpoint) as fleet:
+            await fleet.set_metadata(agents.machine_id, metadata)
+
+    # Nothing runs it: the metadata does not match. A unit placed after it shows the agent has reconciled since.
+    witness = _unit_file(tmp_path, f"fw-{agents.machine_id[:12]}")
+    agents.fleetlet("start", str(witness))
+    assert _running(agents, container) is None
+
+    anyio.run(set_metadata, {"group": "hw_webservers", "role": "edge"})
+    until(lambda: _running(agents, container))
+    assert _cells(agents, "list-machines", "--full") == [
+        [agents.machine_id, PUBLIC_IP, "group=hw_webservers,role=edge"]
+    ]
+
+    anyio.run(set_metadata, {"group": "hw_webservers"})
+    until(lambda: _running(agents, container) is None)
 
 
 def test_sigterm_leaves_the_container_and_the_next_agent_adopts_it(agents: Agents, tmp_path: Path) -> None:
