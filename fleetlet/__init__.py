@@ -1,7 +1,12 @@
 """fleetlet: a cluster init system for containers — CoreOS fleet's model, rebuilt in asyncio Python.
 
-The public API is what ``__all__`` lists; everything else is internal and may change.
+The public API is what ``__all__`` lists; everything else is internal and may change. The embedded node
+(:class:`Agent` and its configuration) is imported on first use: a program that only talks to an agent, as the CLI
+does, need not load the agent's registry, engine and API server.
 """
+
+import importlib
+import typing
 
 from fleetlet.client import (
     APIRequestFailed,
@@ -21,10 +26,23 @@ from fleetlet.units.service import ServiceConfig
 from fleetlet.units.syntax import parse
 from fleetlet.units.xfleet import Requirements
 
+if typing.TYPE_CHECKING:
+    from fleetlet.agent.agent import Agent, AgentConfig, AgentStartupError
+
 __version__ = "0.1.0"
+
+# Public names imported on first use (PEP 562), from the module that defines each.
+_LAZY = {
+    "Agent": "fleetlet.agent.agent",
+    "AgentConfig": "fleetlet.agent.agent",
+    "AgentStartupError": "fleetlet.agent.agent",
+}
 
 __all__ = [
     "APIRequestFailed",
+    "Agent",
+    "AgentConfig",
+    "AgentStartupError",
     "CheckedUnit",
     "Client",
     "ClientError",
@@ -49,3 +67,18 @@ __all__ = [
     "parse",
     "parse_name",
 ]
+
+
+# At run time only: to a type checker every name of the package is spelled out above, and a typo stays an error.
+if not typing.TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # once: later lookups do not come here
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(_LAZY))

@@ -1,9 +1,12 @@
 """The agent: one machine's registry, API, engine, unit supervisor and reconciler, in one task group.
 
-:func:`serve` binds everything that can fail at startup (state directory, registry, API sockets) before the task
-group starts, so such failures are one :class:`AgentStartupError`, not a traceback from deep inside a group. It runs
-until SIGINT or SIGTERM; then it closes the API, stops reconciling, and lets the actors detach (their containers
-keep running for the next agent to adopt), or with ``purge`` stops every unit first.
+:class:`Agent` runs that node inside its caller's event loop, for as long as an ``async with`` block lasts: a
+program embeds a whole machine with it. It binds everything that can fail at startup (state directory, registry,
+API sockets, the engine's first answer) so that such failures are one :class:`AgentStartupError`, not a traceback
+from deep inside a task group. Leaving the block closes the API, stops reconciling, and lets the actors detach
+(their containers keep running for the next agent to adopt), or with ``purge`` stops every unit first.
+
+:func:`serve` is ``fleetlet agent``: an Agent that runs until SIGINT or SIGTERM and reloads its metadata on SIGHUP.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import anyio
 from aiohttp import web
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from fleetlet.agent.machine import LocalMachine
 from fleetlet.agent.node import Node
@@ -27,12 +32,14 @@ from fleetlet.agent.supervisor import Supervisor
 from fleetlet.agent.sweep import sweep_orphans
 from fleetlet.agent.view import AgentView
 from fleetlet.api import fleet_v1_app
-from fleetlet.clock import SystemClock
+from fleetlet.client import DEFAULT_TIMEOUT, Client
+from fleetlet.clock import Clock, SystemClock
 from fleetlet.engine.engine import Engine
 from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.errors import FleetletError
 from fleetlet.exec.docker_runtime import DockerRuntime
 from fleetlet.exec.engine_events import EngineEvents
+from fleetlet.exec.runtime import RuntimeFailure
 from fleetlet.exec.subprocess_runner import SubprocessRunner
 from fleetlet.registry.sqlite import SqliteRegistry
 from fleetlet.service.journal import FileJournal, Journal
@@ -50,13 +57,17 @@ class AgentStartupError(FleetletError):
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    """What ``fleetlet agent`` was told."""
+    """What the agent is told: by ``fleetlet agent``'s settings (:mod:`fleetlet.agent.config`) or by a program.
+
+    ``host`` None serves the API on the state directory's unix socket only; ``port`` 0 takes a free port, which the
+    running :class:`Agent` tells as ``address``. An empty ``docker_url`` is ``$DOCKER_HOST``, else the local socket.
+    """
 
     state_dir: Path
     machine_id: str
-    host: str
-    port: int
-    docker_url: str
+    host: str | None = None
+    port: int = 0
+    docker_url: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
     public_ip: str = ""
     purge: bool = False
@@ -67,6 +78,219 @@ class AgentConfig:
         return self.registry or self.state_dir / REGISTRY_NAME
 
 
+@dataclass(frozen=True, slots=True)
+class _Running:
+    """What shutting the node down acts on, in the order it does."""
+
+    close_api: Callable[[], Awaitable[None]]
+    reconciling: anyio.CancelScope
+    supervisor: Supervisor
+
+
+class Agent:
+    """One machine's node, run inside the caller's event loop (asyncio or anyio) by ``async with``.
+
+    Entering returns once the API answers and the first reconcile pass is done: the units that belong here have
+    started or adopted their containers, and orphaned containers are gone. Leaving shuts the node down as SIGTERM
+    does ``fleetlet agent``, even when the block raised or was cancelled. The agent installs no signal handlers.
+
+    The node's tasks live in a task group that ``__aenter__`` enters and ``__aexit__`` leaves, so, as for any anyio
+    task group, enter and leave the agent in the same task. Should the node fail, the block is cancelled and the
+    failure raised from it. An Agent runs once.
+    """
+
+    def __init__(self, config: AgentConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self._clock = clock or SystemClock()
+        self._machine = LocalMachine(MachineSpec(config.machine_id, config.metadata, config.public_ip))
+        self._address: tuple[str, int] | None = None
+        self._resources = contextlib.AsyncExitStack()  # registry, engine connection, API: closed after the tasks
+        self._tg: TaskGroup | None = None
+        self._running: _Running | None = None
+        self._entered = False
+
+    @property
+    def machine_id(self) -> str:
+        return self.config.machine_id
+
+    @property
+    def socket_path(self) -> Path:
+        return self.config.state_dir / SOCKET_NAME
+
+    @property
+    def endpoint(self) -> str:
+        """The API's unix socket as a :class:`fleetlet.Client` endpoint."""
+        return f"unix://{self.socket_path}"
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The host and port the API listens on, the port chosen when ``config.port`` is 0; None without a host."""
+        return self._address
+
+    @property
+    def metadata(self) -> Mapping[str, str]:
+        return self._machine.spec.metadata
+
+    def set_metadata(self, metadata: Mapping[str, str]) -> bool:
+        """Replace this machine's metadata (as SIGHUP does); placement and global units follow. True if it changed."""
+        return self._machine.set_metadata(metadata)
+
+    def client(self, *, timeout: float = DEFAULT_TIMEOUT) -> Client:
+        """A client of this agent's API over its unix socket; use it as ``async with agent.client() as fleet:``."""
+        return Client(self.endpoint, timeout=timeout)
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("an Agent runs once: make a new one to run again")
+        self._entered = True
+        try:
+            self._running = await self._start()
+        except BaseException:
+            await self._leave()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        running, self._running = self._running, None
+        if running is None:
+            raise RuntimeError("the Agent is not running")
+        try:
+            # Shielded: a cancelled host still stops its units with --purge, and the actors detach in order.
+            with anyio.CancelScope(shield=True):
+                await self._shut_down(running)
+        finally:
+            await self._leave()
+        log.info("stopped")
+
+    async def _start(self) -> _Running:
+        """Create and start every component of the node, in dependency order; the one place they are wired."""
+        config, clock, machine = self.config, self._clock, self._machine
+        journal_dir = _writable_journal_dir(config.state_dir)
+        try:
+            registry = await self._resources.enter_async_context(SqliteRegistry(config.registry_path, clock))
+        except (OSError, FleetletError) as exc:
+            raise AgentStartupError(f"cannot open the registry {config.registry_path}: {exc}") from exc
+        runtime = await self._resources.enter_async_context(DockerRuntime(config.docker_url or None))
+        view = AgentView(machine, journal_dir, clock)
+        close_api, self._address = await _start_api(fleet_v1_app(registry, view=view), config, self._resources)
+
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        events = EngineEvents(runtime, clock)
+        await tg.start(events.run)
+        engine = Engine(registry, lambda: [machine.spec], clock, machine_id=config.machine_id)
+        machine.subscribe(engine.machines_changed)
+        view.engine = engine
+        await tg.start(engine.run)
+        facts = MachineFacts(hostname=os.uname().nodename, machine_id=config.machine_id, boot_id=_boot_id())
+        node = Node(runtime, SubprocessRunner(), clock, facts, events)
+
+        def journals(unit: str) -> Journal:
+            return FileJournal(journal_dir, unit, clock)
+
+        supervisor = Supervisor(node, journals)
+        await tg.start(supervisor.run)
+        view.supervisor = supervisor
+        reconciler = Reconciler(registry, supervisor, lambda: machine.spec, clock)
+        machine.subscribe(reconciler.wake)
+        reconciling = anyio.CancelScope()
+
+        async def reconcile(*, task_status: TaskStatus[None]) -> None:
+            with reconciling:
+                await reconciler.run(task_status=task_status)
+
+        await tg.start(reconcile)
+        # Every unit that belongs here is loaded now and has adopted its container: the rest are orphans.
+        try:
+            await sweep_orphans(runtime, config.machine_id, lambda unit: supervisor.status(unit) is not None)
+        except RuntimeFailure as exc:
+            raise AgentStartupError(f"cannot list the containers of the Docker engine at {runtime.url}: {exc}") from exc
+        log.info("machine %s ready: API on %s", config.machine_id, " and ".join(self._api_urls()))
+        return _Running(close_api, reconciling, supervisor)
+
+    async def _shut_down(self, running: _Running) -> None:
+        log.info("stopping: %s", "stopping every unit (--purge)" if self.config.purge else "leaving units running")
+        await running.close_api()  # no new requests while the actors go
+        running.reconciling.cancel()
+        await running.supervisor.aclose(purge=self.config.purge)
+
+    async def _leave(self) -> None:
+        """Cancel what still runs, leave the task group, close the resources.
+
+        The group hears nothing of how the block or the startup ended: their exception propagates as it is, not
+        wrapped in the group's ExceptionGroup, and a cancellation goes on to the scope that asked for it. What the
+        group raises is a failure of the node itself.
+        """
+        try:
+            if self._tg is not None:
+                tg, self._tg = self._tg, None
+                tg.cancel_scope.cancel()
+                await tg.__aexit__(None, None, None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._resources.aclose()
+
+    def _api_urls(self) -> list[str]:
+        urls = [f"unix://{self.socket_path}"]
+        if self._address is not None:
+            host = self.config.host or self._address[0]
+            urls.insert(0, f"http://{f'[{host}]' if ':' in host else host}:{self._address[1]}")
+        return urls
+
+
+def _writable_journal_dir(state_dir: Path) -> Path:
+    journal_dir = state_dir / "journal"
+    try:
+        journal_dir.mkdir(parents=True, exist_ok=True)
+        probe = state_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise AgentStartupError(f"state directory {state_dir} is not writable: {exc.strerror or exc}") from exc
+    return journal_dir
+
+
+async def _start_api(
+    app: web.Application, config: AgentConfig, stack: contextlib.AsyncExitStack
+) -> tuple[Callable[[], Awaitable[None]], tuple[str, int] | None]:
+    """Serve the API on the host and port, if any, and the state directory's socket.
+
+    Returns how to close it (once or more; the socket file goes too) and the address bound on the host.
+    """
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    path = config.state_dir / SOCKET_NAME
+    closed = False
+
+    async def close() -> None:
+        nonlocal closed
+        if not closed:
+            closed = True
+            await runner.cleanup()
+            path.unlink(missing_ok=True)  # a socket left behind would say an agent still runs here
+
+    stack.push_async_callback(close)
+    address: tuple[str, int] | None = None
+    if config.host is not None:
+        try:
+            await web.TCPSite(runner, config.host, config.port).start()
+        except OSError as exc:
+            raise AgentStartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
+        bound = runner.addresses[0]  # (host, port), or IPv6's (host, port, flowinfo, scope_id)
+        address = (str(bound[0]), int(bound[1]))
+    try:
+        path.unlink(missing_ok=True)  # left by an agent that was killed; the state dir is ours alone
+        await web.UnixSite(runner, str(path)).start()
+    except OSError as exc:
+        raise AgentStartupError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+    return close, address
+
+
+# --- fleetlet agent ------------------------------------------------------------------------------------------------
+
 # Reads the metadata again on SIGHUP (from the config file); raises FleetletError with a one-line reason.
 MetadataSource = Callable[[], Mapping[str, str]]
 
@@ -76,127 +300,35 @@ async def serve(config: AgentConfig, reload_metadata: MetadataSource | None = No
 
     On SIGHUP the machine's metadata becomes what ``reload_metadata`` returns; if it fails, the old metadata stays.
     """
-    clock = SystemClock()
     _ignore_sighup_until_handled()
-    journal_dir = config.state_dir / "journal"
-    try:
-        journal_dir.mkdir(parents=True, exist_ok=True)
-        probe = config.state_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise AgentStartupError(f"state directory {config.state_dir} is not writable: {exc.strerror or exc}") from exc
-
-    async with contextlib.AsyncExitStack() as stack:
-        try:
-            registry = await stack.enter_async_context(SqliteRegistry(config.registry_path, clock))
-        except (OSError, FleetletError) as exc:
-            raise AgentStartupError(f"cannot open the registry {config.registry_path}: {exc}") from exc
-        runtime = await stack.enter_async_context(DockerRuntime(config.docker_url))
-        machine = LocalMachine(MachineSpec(config.machine_id, config.metadata, config.public_ip))
-        view = AgentView(machine, journal_dir, clock)
-        close_api = await _start_api(fleet_v1_app(registry, view=view), config, stack)
-
-        facts = MachineFacts(hostname=os.uname().nodename, machine_id=config.machine_id, boot_id=_boot_id())
-        stopping = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            await tg.start(_signals, stopping, machine, reload_metadata)
-            events = EngineEvents(runtime, clock)
-            await tg.start(events.run)
-            engine = Engine(registry, lambda: [machine.spec], clock, machine_id=config.machine_id)
-            machine.subscribe(engine.machines_changed)
-            view.engine = engine
-            await tg.start(engine.run)
-            node = Node(runtime, SubprocessRunner(), clock, facts, events)
-
-            def journals(unit: str) -> Journal:
-                return FileJournal(journal_dir, unit, clock)
-
-            supervisor = Supervisor(node, journals)
-            await tg.start(supervisor.run)
-            view.supervisor = supervisor
-            reconciler = Reconciler(registry, supervisor, lambda: machine.spec, clock)
-            machine.subscribe(reconciler.wake)
-            reconciling = anyio.CancelScope()
-
-            async def reconcile(*, task_status: TaskStatus[None]) -> None:
-                with reconciling:
-                    await reconciler.run(task_status=task_status)
-
-            await tg.start(reconcile)
-            # Every unit that belongs here is loaded now and has adopted its container: the rest are orphans.
-            await sweep_orphans(runtime, config.machine_id, lambda unit: supervisor.status(unit) is not None)
-            log.info(
-                "machine %s ready: API on http://%s:%d and unix://%s",
-                config.machine_id,
-                config.host,
-                config.port,
-                config.state_dir / SOCKET_NAME,
-            )
-            await stopping.wait()
-            log.info("stopping: %s", "stopping every unit (--purge)" if config.purge else "leaving units running")
-            await close_api()  # no new requests while the actors go
-            reconciling.cancel()
-            await supervisor.aclose(purge=config.purge)
-            tg.cancel_scope.cancel()
-    log.info("stopped")
-
-
-async def _start_api(
-    app: web.Application, config: AgentConfig, stack: contextlib.AsyncExitStack
-) -> Callable[[], Awaitable[None]]:
-    """Serve the API on ``--listen`` and the state directory's socket; returns how to close it (once or more)."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    closed = False
-
-    async def close() -> None:
-        nonlocal closed
-        if not closed:
-            closed = True
-            await runner.cleanup()
-
-    stack.push_async_callback(close)
-    try:
-        await web.TCPSite(runner, config.host, config.port).start()
-    except OSError as exc:
-        raise AgentStartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
-    path = config.state_dir / SOCKET_NAME
-    try:
-        path.unlink(missing_ok=True)  # left by an agent that was killed; the state dir is ours alone
-        await web.UnixSite(runner, str(path)).start()
-    except OSError as exc:
-        raise AgentStartupError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
-    return close
-
-
-async def _signals(
-    stopping: anyio.Event,
-    machine: LocalMachine,
-    reload_metadata: MetadataSource | None,
-    *,
-    task_status: TaskStatus[None],
-) -> None:
+    # Installed before the node starts: a signal that comes meanwhile (the first reconcile pass may pull images)
+    # waits in the receiver, so a SIGTERM then still stops the agent cleanly, as soon as it has started.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        task_status.started()
-        async for signum in signals:
-            log.info("received %s", signal.Signals(signum).name)
-            if signum != signal.SIGHUP:
-                stopping.set()
-            elif reload_metadata is None:
-                log.info("no config file to reload the metadata from; keeping it")
-            else:
-                try:
-                    metadata = reload_metadata()
-                except FleetletError as exc:
-                    log.error("not reloading the metadata: %s", exc)
-                    continue
-                if not machine.set_metadata(metadata):
-                    log.info("metadata unchanged")
+        async with Agent(config) as agent:
+            await _until_stopped(signals, agent, reload_metadata)
+
+
+async def _until_stopped(
+    signals: AsyncIterator[signal.Signals], agent: Agent, reload_metadata: MetadataSource | None
+) -> None:
+    async for signum in signals:
+        log.info("received %s", signal.Signals(signum).name)
+        if signum != signal.SIGHUP:
+            return
+        if reload_metadata is None:
+            log.info("no config file to reload the metadata from; keeping it")
+            continue
+        try:
+            metadata = reload_metadata()
+        except FleetletError as exc:
+            log.error("not reloading the metadata: %s", exc)
+            continue
+        if not agent.set_metadata(metadata):
+            log.info("metadata unchanged")
 
 
 def _ignore_sighup_until_handled() -> None:
-    """The API answers a moment before the signal receiver is installed: a SIGHUP then must not kill the agent.
+    """A SIGHUP (a reload) must never kill the agent, not even before the signal receiver is installed.
 
     (SIGTERM keeps its default action meanwhile: stopping is what it asks for.) Only the main thread may do this;
     an agent embedded elsewhere leaves signals to its host.
