@@ -17,7 +17,10 @@ catch one type. The tree grows with the packages that need it::
     │   ├── RevisionCompacted  a watch asked for history no longer kept: re-read
     │   ├── UnitNotFound
     │   └── RegistryClosed
-    └── APIError               an API request refused, with its HTTP .status (fleetlet.api.errors)
+    ├── APIError               an API request refused, with its HTTP .status (fleetlet.api.errors)
+    ├── ClientError            a client call failed (fleetlet.client: unreachable, refused, not found, conflict)
+    ├── AgentStartupError      an agent cannot start: one line saying why (fleetlet.agent.agent)
+    └── ConfigError            the agent's settings are invalid (fleetlet.agent.config)
 
 Third-party errors (aiohttp, aiodocker) are mapped to these at the boundary where they occur
 (``fleetlet.exec.docker_runtime.engine_errors``). Each package's errors live beside the code that raises them.
