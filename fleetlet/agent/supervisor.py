@@ -33,6 +33,10 @@ def _ignore(status: UnitStatus) -> None:
     """Publish nowhere."""
 
 
+def _ignore_unload(unit: str) -> None:
+    """Tell nobody."""
+
+
 @dataclass(eq=False, slots=True)
 class _Entry:
     """One loaded unit: its actor, mailbox, latest status, and the desired revision it was last started for."""
@@ -49,6 +53,8 @@ class Supervisor:
     """Owns this machine's unit actors; :meth:`apply` carries out a plan from :func:`fleetlet.agent.reconcile.plan`.
 
     ``apply`` and ``aclose`` are serialized, so a plan is never carried out half-way through a shutdown.
+    ``publish`` gets every status an actor publishes; ``on_unload`` hears of a unit unloaded from this machine once
+    its actor has gone (not of a replacement, whose new actor publishes next, nor of a shutdown's detaching).
     """
 
     def __init__(
@@ -57,11 +63,13 @@ class Supervisor:
         journals: Callable[[str], Journal],
         publish: Callable[[UnitStatus], None] = _ignore,
         *,
+        on_unload: Callable[[str], None] = _ignore_unload,
         reply_seconds: float = REPLY_SECONDS,
     ) -> None:
         self._node = node
         self._journals = journals
         self._publish = publish
+        self._on_unload = on_unload
         self._reply_seconds = reply_seconds
         self._entries: dict[str, _Entry] = {}
         self._tg: TaskGroup | None = None
@@ -148,6 +156,7 @@ class Supervisor:
             case "unload":
                 if entry is not None:
                     await self._unload(name, entry)
+                    self._on_unload(name)
             case "start":
                 if entry is not None:
                     entry.started_for = task.revision

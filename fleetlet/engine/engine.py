@@ -45,12 +45,27 @@ DEFAULT_SETTLE_MAX = 1.0
 RESIGN_TIMEOUT = 5.0
 WATCH_BUFFER = 1024
 
+# on_leadership(machine_id, term, leading): a term (the leader record's revision) started or ended.
+LeadershipListener = Callable[[str, int, bool], None]
+# on_unplaceable(reasons): why each unit that should run has no machine, when that changed.
+UnplaceableListener = Callable[[Mapping[str, tuple[str, ...]]], None]
+
+
+def _ignore_leadership(machine_id: str, term: int, leading: bool) -> None:
+    """Tell nobody."""
+
+
+def _ignore_unplaceable(reasons: Mapping[str, tuple[str, ...]]) -> None:
+    """Tell nobody."""
+
 
 class Engine:
     """Campaigns for leadership and, while leading, keeps the schedule in line with the units and machines.
 
     ``machines`` returns the current membership view (on one machine: this machine); call
-    :meth:`machines_changed` when it changes. Start with ``await tg.start(engine.run)``.
+    :meth:`machines_changed` when it changes. Start with ``await tg.start(engine.run)``. ``on_leadership`` and
+    ``on_unplaceable`` hear of terms and of units no machine can take (the event stream's leader and placement
+    feeds); they are called from the engine's tasks and must not block or raise.
     """
 
     def __init__(
@@ -63,6 +78,8 @@ class Engine:
         lease_ttl: float = DEFAULT_LEASE_TTL,
         settle: float = DEFAULT_SETTLE,
         settle_max: float = DEFAULT_SETTLE_MAX,
+        on_leadership: LeadershipListener = _ignore_leadership,
+        on_unplaceable: UnplaceableListener = _ignore_unplaceable,
     ) -> None:
         if lease_ttl <= 0 or settle < 0 or settle_max < settle:
             raise ValueError("lease_ttl must be positive and 0 <= settle <= settle_max")
@@ -73,6 +90,8 @@ class Engine:
         self._ttl = lease_ttl
         self._settle = settle
         self._settle_max = settle_max
+        self._on_leadership = on_leadership
+        self._on_unplaceable = on_unplaceable
         self._lease: LeaderRecord | None = None
         self._term: anyio.CancelScope | None = None
         self._wake = anyio.Event()
@@ -115,6 +134,7 @@ class Engine:
                 continue
             log.info("machine %s leads the cluster (term %d)", _short(self._machine_id), lease.revision)
             self._lease = lease
+            self._on_leadership(self._machine_id, lease.revision, True)
             deposed = failed = False
             try:
                 deposed = await self._lead()
@@ -127,6 +147,7 @@ class Engine:
                 current, self._lease = self._lease, None
                 if not deposed and current is not None:
                     await self._resign(current)
+                self._on_leadership(self._machine_id, lease.revision, False)
             if failed:
                 await self._clock.sleep(self._ttl / 3)  # a registry that keeps failing is not hammered
 
@@ -286,12 +307,14 @@ class Engine:
             log.info("%s", describe(decision))
 
     def _report_unplaceable(self, reasons: Mapping[str, tuple[str, ...]]) -> None:
-        """Keep the latest reasons for the API, and log a unit's reasons when they change (not every pass)."""
+        """Keep the latest reasons for the API, and log and tell a unit's reasons when they change (not every pass)."""
         previous = self._unplaceable
         for name, why in sorted(reasons.items()):
             if previous.get(name) != why:
                 log.info("cannot place %s: %s", name, "; ".join(why))
         self._unplaceable = MappingProxyType(dict(reasons))
+        if self._unplaceable != previous:
+            self._on_unplaceable(self._unplaceable)
 
 
 def describe(decision: Decision) -> str:
