@@ -37,6 +37,9 @@ from fleetlet.clock import Clock, SystemClock
 from fleetlet.engine.engine import Engine
 from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.errors import FleetletError
+from fleetlet.events.hub import EventHub
+from fleetlet.events.local_feeds import LeaderFeed, MachineFeed, PlacementFeed, StateFeed
+from fleetlet.events.registry_feed import RegistryFeed
 from fleetlet.exec.docker_runtime import DockerRuntime
 from fleetlet.exec.engine_events import EngineEvents
 from fleetlet.exec.runtime import RuntimeFailure
@@ -103,6 +106,9 @@ class Agent:
         self.config = config
         self._clock = clock or SystemClock()
         self._machine = LocalMachine(MachineSpec(config.machine_id, config.metadata, config.public_ip))
+        # Every change on this node as an indexed event: what /v1/events serves, and what an embedding program may
+        # subscribe to directly.
+        self.events = EventHub(self._clock)
         self._address: tuple[str, int] | None = None
         self._resources = contextlib.AsyncExitStack()  # registry, engine connection, API: closed after the tasks
         self._tg: TaskGroup | None = None
@@ -173,25 +179,37 @@ class Agent:
         except (OSError, FleetletError) as exc:
             raise AgentStartupError(f"cannot open the registry {config.registry_path}: {exc}") from exc
         runtime = await self._resources.enter_async_context(DockerRuntime(config.docker_url or None))
+        hub = self.events
         view = AgentView(machine, journal_dir, clock)
         close_api, self._address = await _start_api(fleet_v1_app(registry, view=view), config, self._resources)
 
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
-        events = EngineEvents(runtime, clock)
-        await tg.start(events.run)
-        engine = Engine(registry, lambda: [machine.spec], clock, machine_id=config.machine_id)
+        MachineFeed(hub, machine).start()
+        placement, states = PlacementFeed(hub), StateFeed(hub, config.machine_id)
+        # Before the engine: its first decisions are events, told against what the feed has read.
+        await tg.start(RegistryFeed(registry, hub, reasons=placement.reasons).run)
+        engine_events = EngineEvents(runtime, clock)
+        await tg.start(engine_events.run)
+        engine = Engine(
+            registry,
+            lambda: [machine.spec],
+            clock,
+            machine_id=config.machine_id,
+            on_leadership=LeaderFeed(hub).leadership,
+            on_unplaceable=placement.unplaceable,
+        )
         machine.subscribe(engine.machines_changed)
         view.engine = engine
         await tg.start(engine.run)
         facts = MachineFacts(hostname=os.uname().nodename, machine_id=config.machine_id, boot_id=_boot_id())
-        node = Node(runtime, SubprocessRunner(), clock, facts, events)
+        node = Node(runtime, SubprocessRunner(), clock, facts, engine_events)
 
         def journals(unit: str) -> Journal:
             return FileJournal(journal_dir, unit, clock)
 
-        supervisor = Supervisor(node, journals)
+        supervisor = Supervisor(node, journals, states.publish, on_unload=states.removed)
         await tg.start(supervisor.run)
         view.supervisor = supervisor
         reconciler = Reconciler(registry, supervisor, lambda: machine.spec, clock)

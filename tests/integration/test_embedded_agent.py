@@ -85,9 +85,9 @@ async def machine(docker: DockerRuntime) -> AsyncIterator[Machine]:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-async def start_hello_world(fleet: Client, machine: Machine) -> UnitReport:
-    """Submit and start the machine's hello_world through ``fleet``; its status once it runs."""
-    await fleet.submit(UNIT, load_unit(machine.unit_text, UNIT).file)
+async def start_hello_world(fleet: Client, machine: Machine, text: str = "") -> UnitReport:
+    """Submit and start the machine's hello_world (or ``text``) through ``fleet``; its status once it runs."""
+    await fleet.submit(UNIT, load_unit(text or machine.unit_text, UNIT).file)
     await fleet.start(UNIT)
     with anyio.fail_after(BOUND):
         while True:
@@ -232,3 +232,28 @@ async def test_a_startup_failure_raises_one_line_and_leaves_nothing_running(mach
     assert other_tasks() == before
     assert not agent.socket_path.exists()
     assert await machine.docker.list({LABEL_MACHINE: machine.machine_id}) == []
+
+
+async def test_the_agents_event_hub_tells_a_units_whole_life(machine: Machine) -> None:
+    # hello_world's shell ignores SIGTERM, so its stop ends in SIGKILL and `failed`: this one stops cleanly.
+    clean = machine.unit_text.replace('/bin/sh -c "while', "/bin/sh -c \"trap 'exit 0' TERM; while")
+    assert clean != machine.unit_text
+    async with Agent(machine.config(purge=True)) as agent, agent.client() as fleet:
+        sub = agent.events.subscribe()
+        await start_hello_world(fleet, machine, clean)
+        await fleet.destroy(UNIT)
+        with anyio.fail_after(BOUND):
+            seen: list[tuple[str, str, str]] = []
+            while ("state", "removed") not in [(topic, kind) for topic, kind, _ in seen]:
+                seen.extend((e.topic, e.type, e.payload.get("active", "")) for e in await sub.next_batch())
+    life = [step for step in seen if step[0] != "state" or step[1] == "removed" or step[2] in ("active", "inactive")]
+    assert life == [
+        ("unit", "submitted", ""),
+        ("unit", "desired-state-changed", ""),
+        ("schedule", "placed", ""),
+        ("state", "changed", "active"),
+        ("unit", "destroyed", ""),
+        ("schedule", "unplaced", ""),
+        ("state", "changed", "inactive"),
+        ("state", "removed", ""),
+    ]
