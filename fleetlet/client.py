@@ -12,25 +12,32 @@ extend the tree drawn in :mod:`fleetlet.errors`::
         ├── UnexpectedResponse    an answer that is not fleet's API (.endpoint, .status)
         ├── APIRequestFailed      the API refused the request: its .status and .message
         ├── UnitConflict          submit: the unit exists with other contents (.name)
-        └── MachineNotFound       set_metadata: the cluster has no such machine (.machine_id)
+        ├── MachineNotFound       set_metadata: the cluster has no such machine (.machine_id)
+        └── EventsLost            events: the stream no longer has the events after .index
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import AsyncExitStack, contextmanager
+import functools
+import gc
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal, NoReturn, Self
 
 import aiohttp
 import anyio
 import orjson
 from yarl import URL
 
+from fleetlet.clock import Clock, SystemClock
+from fleetlet.diagnostics import Report
 from fleetlet.errors import FleetletError
 from fleetlet.registry.model import DESIRED_STATES, DesiredState
+from fleetlet.units import xfleet
 from fleetlet.units.model import UnitFile, UnitOption
+from fleetlet.units.names import parse_name
 
 # Seconds per request. fleetctl's --request-timeout defaulted to 3; embedding programs get a little more slack, and
 # a long list is many requests of one page each, so the limit never grows with the cluster.
@@ -40,6 +47,12 @@ API_PREFIX: Final = "/fleet/v1"
 OWN_PREFIX: Final = "/v1"
 # fleetctl journal's --lines default.
 JOURNAL_LINES: Final = 10
+# Reconnecting to the event stream: the first wait, the longest, and how long to keep trying before giving up.
+RECONNECT_FIRST: Final = 0.1
+RECONNECT_MAX: Final = 2.0
+RECONNECT_FOR: Final = 300.0
+# The server sends a heartbeat every 5 s: a stream silent for this long has a dead connection under it.
+EVENTS_SILENCE: Final = 30.0
 _UNIX_BASE: Final = URL("http://localhost")
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
 
@@ -93,6 +106,14 @@ class MachineNotFound(ClientError):
         super().__init__(f"machine {machine_id} not found")
 
 
+class EventsLost(ClientError):
+    """The event stream no longer keeps the events after ``index``: list the cluster again, then watch."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        super().__init__(f"the events after index {index} are no longer kept: start again without an index")
+
+
 @dataclass(frozen=True, slots=True)
 class Unit:
     """A unit as the API reports it; ``machine_id`` is None while it is not scheduled."""
@@ -110,7 +131,26 @@ class Unit:
     @property
     def hash(self) -> str:
         """SHA1 of the unit's normalized text, as fleet computes it (fleetctl shows the first 7 digits)."""
-        return self.unit_file.hash
+        return _hash_of(self.options)
+
+    @property
+    def is_global(self) -> bool:
+        """Whether ``[X-Fleet] Global=`` has it run on every machine (the other requirements allowing)."""
+        for option in self.options:
+            if option.name == xfleet.GLOBAL and option.section == xfleet.SECTION:
+                # Its values are read by every rule of the section (specifiers, quoted lists, the last one wins).
+                return xfleet.requirements(self.unit_file, parse_name(self.name), Report(self.name)).is_global
+        return False  # most units: no need to read the section
+
+
+# Instances of a template share its options, so a listing of many instances hashes them once. A bound, as the
+# cache outlives the listing in a program that embeds the client.
+_HASHES_KEPT: Final = 1024
+
+
+@functools.lru_cache(maxsize=_HASHES_KEPT)
+def _hash_of(options: tuple[UnitOption, ...]) -> str:
+    return UnitFile.from_options(options).hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +201,25 @@ class UnitReport:
     reasons: tuple[str, ...] = ()  # why it cannot be placed, one reason per machine
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change in the cluster, from the event stream (:meth:`Client.events`).
+
+    ``topic`` is ``unit``, ``schedule``, ``state``, ``machine`` or ``leader``; ``type`` says what happened
+    (``submitted``, ``placed``, ``changed``, ``joined``...); ``key`` names what changed: a unit, ``unit@machine``
+    for a state, a machine ID. ``payload`` holds what a consumer needs without a second request. A ``snapshot``
+    event describes what existed when the stream began, all of them at the ``index`` the changes continue after.
+    """
+
+    index: int
+    time: float  # wall-clock seconds since the epoch
+    topic: str
+    type: str
+    key: str
+    payload: Mapping[str, Any]
+    snapshot: bool = False
+
+
 MetadataOpKind = Literal["add", "remove", "replace"]
 
 
@@ -203,12 +262,14 @@ class Client:
     """fleet's v1 API at ``endpoint`` (``http://host:port``, ``https://host:port`` or ``unix:///path.sock``).
 
     Use as ``async with Client(endpoint) as fleet:``; each request, body included, must finish within
-    ``timeout`` seconds or fails with :class:`EndpointUnreachable`.
+    ``timeout`` seconds or fails with :class:`EndpointUnreachable`. ``clock`` times the waits between reconnections
+    of the event stream.
     """
 
-    def __init__(self, endpoint: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, endpoint: str, *, timeout: float = DEFAULT_TIMEOUT, clock: Clock | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self._clock: Clock = clock or SystemClock()
         self._root, self._socket = _parse_endpoint(endpoint)
         self._session: aiohttp.ClientSession | None = None
 
@@ -242,8 +303,10 @@ class Client:
         token: str | None = None
         while True:
             params = {"nextPageToken": token} if token else {}
-            page = _object(await self._json("GET", "units", params=params), self.endpoint)
-            found.extend(_unit(doc, self.endpoint) for doc in _list(page.get("units", []), self.endpoint))
+            answer = await self._request("GET", "units", params=params)
+            with _collector_paused():
+                page = _object(self._decode(answer), self.endpoint)
+                found.extend(_unit(doc, self.endpoint) for doc in _list(page.get("units", []), self.endpoint))
             token = page.get("nextPageToken")
             if not token:
                 return found
@@ -257,8 +320,10 @@ class Client:
         token: str | None = None
         while True:
             params = {**filters, "nextPageToken": token} if token else filters
-            page = _object(await self._json("GET", "state", params=params), self.endpoint)
-            found.extend(_unit_state(doc, self.endpoint) for doc in _list(page.get("states", []), self.endpoint))
+            answer = await self._request("GET", "state", params=params)
+            with _collector_paused():
+                page = _object(self._decode(answer), self.endpoint)
+                found.extend(_unit_state(doc, self.endpoint) for doc in _list(page.get("states", []), self.endpoint))
             token = page.get("nextPageToken")
             if not token:
                 return found
@@ -369,6 +434,86 @@ class Client:
                 async for line in _lines(response.content):
                     yield line
 
+    # --- events ----------------------------------------------------------------------------------------------
+
+    async def events(
+        self,
+        topics: Iterable[str] = (),
+        machine: str | None = None,
+        index: int | None = None,
+        *,
+        resume: bool = True,
+        reconnect_for: float = RECONNECT_FOR,
+    ) -> AsyncGenerator[Event, None]:
+        """The cluster's events as they happen, over the agent's websocket, until the caller stops.
+
+        ``topics`` (``state``, ``state:hello*@*``, ...) and ``machine`` filter them. Without ``index``, the stream
+        begins with a snapshot (``Event.snapshot``: one event per unit, placement, state, machine and leader that
+        exists), then changes: list-then-watch in one call. With ``index``, the changes after that index.
+
+        A dropped connection, a server that restarts or goes away a while, or a stream the server closed because
+        this caller read too slowly, is resumed where it stopped: no change lost, none twice. When the server no
+        longer has the changes since then (its buffer moved on, or it restarted with a new one), a stream begun
+        without an index starts over with a new snapshot, to be taken as the whole state again (as may happen too
+        when a connection drops in the middle of a snapshot); one begun with an index raises :class:`EventsLost`.
+        Reconnection waits from 0.1 s up to 2 s between attempts and gives up (:class:`EndpointUnreachable`)
+        after ``reconnect_for`` seconds without a connection, or at once with ``resume=False`` or when the very
+        first connection fails. :class:`APIRequestFailed` for a filter the server refuses.
+
+        Close the iterator when leaving it early (``contextlib.aclosing``): it holds a connection.
+        """
+        query = [("alt", "json"), *(("topic", t) for t in topics), *([("machine", machine)] if machine else [])]
+        position = _Position(index)
+        delay = RECONNECT_FIRST
+        failing_since: float | None = None
+        connected = False
+        while True:
+            frames = position.frames
+            try:
+                async with self._event_socket(query, position.index) as ws:
+                    connected = True
+                    while True:
+                        yield await _next_event(ws, position, self.endpoint)
+            except _StartOver:
+                continue  # the server no longer has what came since: a fresh snapshot, at once
+            except EndpointUnreachable:
+                if not (resume and connected):
+                    raise
+                if position.frames != frames:  # that connection worked: this is a new outage
+                    failing_since, delay = None, RECONNECT_FIRST
+                now = self._clock.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                elif now - failing_since >= reconnect_for:
+                    raise
+            await self._clock.sleep(delay)
+            delay = min(2 * delay, RECONNECT_MAX)
+
+    @asynccontextmanager
+    async def _event_socket(
+        self, query: list[tuple[str, str]], index: int | None
+    ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+        session = self._opened()
+        resume = [("index", str(index))] if index is not None else []
+        url = self._root.with_path(OWN_PREFIX).joinpath("events").with_query([*query, *resume])
+        # Only the handshake is bound by the timeout; then silence is, since the server sends heartbeats.
+        timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self.timeout)
+        async with AsyncExitStack() as stack:
+            with _request_errors(self.endpoint, self.timeout):
+                try:
+                    with anyio.fail_after(self.timeout):
+                        ws = await stack.enter_async_context(session.ws_connect(url, timeout=timeout))
+                except aiohttp.WSServerHandshakeError as e:
+                    await self._refused_upgrade(url, e.status)
+            yield ws
+
+    async def _refused_upgrade(self, url: URL, status: int) -> NoReturn:
+        """Raise what the server said, which a refused websocket handshake does not keep: ask again, plainly."""
+        if status >= 400:
+            async with self._opened().get(url) as response:
+                self._decode(_Answer(response.status, await response.read()))  # raises fleet's error
+        raise UnexpectedResponse(self.endpoint, status, "no event stream: the websocket upgrade was refused")
+
     # --- transport -------------------------------------------------------------------------------------------
 
     async def _put(self, name: str, body: dict[str, Any]) -> None:
@@ -455,6 +600,75 @@ async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
         yield pending.decode("utf-8", "replace")
 
 
+class _StartOver(Exception):
+    """The stream cannot resume where it was; it begins again with a snapshot."""
+
+
+class _Position:
+    """Where an event stream resumes, as its frames come: after the last event or heartbeat's index.
+
+    None until a stream begun without an index has had its whole snapshot (the heartbeat after it says so): a
+    stream cut before then takes a new snapshot rather than resume with part of one.
+    """
+
+    def __init__(self, index: int | None) -> None:
+        self.index = index
+        self.snapshots = index is None  # begun without an index: may start over with a snapshot
+        self.frames = 0
+
+    def take(self, doc: dict[str, Any], endpoint: str) -> Event | None:
+        """The event of a frame, or None for a heartbeat; an error frame raised as what it means."""
+        self.frames += 1
+        if "topic" in doc:
+            event = _event(doc, endpoint)
+            if not event.snapshot:
+                self.index = event.index
+            return event
+        kind, index = doc.get("type"), _int(doc, "index", endpoint)
+        if index is None:
+            raise UnexpectedResponse(endpoint, 101, f"a {kind} frame without an index")
+        if kind == "heartbeat":
+            self.index = index
+            return None
+        if kind == "error" and doc.get("code") == "too-slow":
+            if self.index is not None:
+                self.index = max(self.index, index)
+            raise EndpointUnreachable(endpoint, f"the server closed the event stream: {doc.get('message')}")
+        if kind == "error" and doc.get("code") == "index-too-old":
+            if self.snapshots:
+                self.index = None
+                raise _StartOver
+            raise EventsLost(self.index if self.index is not None else index)
+        raise UnexpectedResponse(endpoint, 101, f"unknown event stream frame: {_one_line(doc)}")
+
+
+async def _next_event(ws: aiohttp.ClientWebSocketResponse, position: _Position, endpoint: str) -> Event:
+    """The next event of the stream, heartbeats taken in passing; EndpointUnreachable when the stream ends."""
+    while True:
+        try:
+            msg = await ws.receive(timeout=EVENTS_SILENCE)
+        except TimeoutError:
+            raise EndpointUnreachable(endpoint, f"no heartbeat from the event stream for {EVENTS_SILENCE:g}s") from None
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            try:
+                doc = orjson.loads(msg.data)
+            except orjson.JSONDecodeError:
+                raise UnexpectedResponse(endpoint, 101, "an event stream frame is not JSON") from None
+            event = position.take(_object(doc, endpoint), endpoint)
+            if event is not None:
+                return event
+        elif msg.type is aiohttp.WSMsgType.BINARY:
+            raise UnexpectedResponse(endpoint, 101, "an event stream frame is binary")
+        else:  # closed, by the server (shutting down, say) or the network
+            said = f" {msg.extra}" if msg.type is aiohttp.WSMsgType.CLOSE and msg.extra else ""
+            code = f" ({ws.close_code}{said})" if ws.close_code else ""
+            raise EndpointUnreachable(endpoint, f"the event stream closed{code}")
+
+
+def _one_line(doc: object) -> str:
+    return orjson.dumps(doc).decode()[:200]
+
+
 def _os_reason(error: OSError) -> str:
     if isinstance(error, FileNotFoundError):
         return "no such socket"
@@ -466,6 +680,25 @@ def _os_reason(error: OSError) -> str:
 # --- wire --------------------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a page of a listing is decoded.
+
+    A page of units is some ten thousand new objects (each option a dict, then a tuple), most of them kept until
+    the listing ends: the collector would walk them, and everything else the program holds, again and again as a
+    listing grows, to free nothing (decoded JSON has no cycles): for 10,000 units, as long as the decoding itself.
+    The pause spans no await, so no other task runs under it, and ends with the page.
+    """
+    if not gc.isenabled():  # the program's choice: leave it
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def _options_json(unit_file: UnitFile) -> list[dict[str, str]]:
     return [{"section": o.section, "name": o.name, "value": o.value} for o in unit_file.options]
 
@@ -473,10 +706,9 @@ def _options_json(unit_file: UnitFile) -> list[dict[str, str]]:
 def _unit(doc: object, endpoint: str) -> Unit:
     """fleet's ``schema.Unit``; a field left out (``omitempty``) reads as empty."""
     unit = _object(doc, endpoint)
-    options = tuple(_option(_object(o, endpoint), endpoint) for o in _list(unit.get("options", []), endpoint))
     return Unit(
         name=_str(unit, "name", endpoint),
-        options=options,
+        options=_options(_list(unit.get("options", []), endpoint), endpoint),
         desired_state=_state(unit, "desiredState", endpoint),
         current_state=_state(unit, "currentState", endpoint),
         machine_id=_str(unit, "machineID", endpoint) or None,
@@ -528,6 +760,39 @@ def _report(doc: object, endpoint: str) -> UnitReport:
         main_pid=_int(report, "mainPID", endpoint),
         exit_status=_str(report, "exitStatus", endpoint) or None,
         reasons=tuple(_text(r, "reasons", endpoint) for r in _list(report.get("reasons", []), endpoint)),
+    )
+
+
+def _options(docs: list[Any], endpoint: str) -> tuple[UnitOption, ...]:
+    """A unit's options. Every unit of a listing has a dozen or so: the usual option (an object of strings, or
+    fields left out) is read inline, and anything else goes through the checks that name what is wrong."""
+    options = []
+    for doc in docs:
+        if isinstance(doc, dict):
+            section, name, value = doc.get("section", ""), doc.get("name", ""), doc.get("value", "")
+            if isinstance(section, str) and isinstance(name, str) and isinstance(value, str):
+                options.append(UnitOption(section, name, value))
+                continue
+        options.append(_option(_object(doc, endpoint), endpoint))
+    return tuple(options)
+
+
+def _event(doc: dict[str, Any], endpoint: str) -> Event:
+    index, time, snapshot = doc.get("index"), doc.get("time"), doc.get("snapshot", False)
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise UnexpectedResponse(endpoint, 101, "an event's index is not an integer")
+    if isinstance(time, bool) or not isinstance(time, int | float):
+        raise UnexpectedResponse(endpoint, 101, "an event's time is not a number")
+    if not isinstance(snapshot, bool):
+        raise UnexpectedResponse(endpoint, 101, "an event's snapshot is not a boolean")
+    return Event(
+        index=index,
+        time=float(time),
+        topic=_str(doc, "topic", endpoint),
+        type=_str(doc, "type", endpoint),
+        key=_str(doc, "key", endpoint),
+        payload=_object(doc.get("payload", {}), endpoint),
+        snapshot=snapshot,
     )
 
 

@@ -181,7 +181,9 @@ class Agent:
         runtime = await self._resources.enter_async_context(DockerRuntime(config.docker_url or None))
         hub = self.events
         view = AgentView(machine, journal_dir, clock)
-        close_api, self._address = await _start_api(fleet_v1_app(registry, view=view), config, self._resources)
+        close_api, self._address = await _start_api(
+            fleet_v1_app(registry, view=view, clock=clock, events=hub), config, self._resources
+        )
 
         tg = anyio.create_task_group()
         await tg.__aenter__()

@@ -13,12 +13,14 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from fleetlet.api import events as event_stream
 from fleetlet.api import journal, machines, state, status, units
 from fleetlet.api.context import PAGE_SIZE, ApiContext
 from fleetlet.api.errors import APIError
 from fleetlet.api.view import NodeView, StaticView
 from fleetlet.api.wire import error_json
 from fleetlet.clock import Clock, SystemClock
+from fleetlet.events.hub import EventHub
 from fleetlet.registry.protocol import Registry
 from fleetlet.units.syntax import MAX_UNIT_FILE_BYTES
 
@@ -38,11 +40,13 @@ def fleet_v1_app(
     page_size: int | None = None,
     view: NodeView | None = None,
     clock: Clock | None = None,
+    events: EventHub | None = None,
 ) -> web.Application:
     """The fleet v1 API over ``registry``; ``page_size`` units or states per page (fleet's 100 by default).
 
     ``view`` says what the API reports beyond the registry (machines, states, journals); by default, nothing.
-    ``clock`` paces the checks a journal follower makes of its connection.
+    ``clock`` paces the checks a journal follower makes of its connection, and the event stream's heartbeats.
+    ``events`` is the hub ``/v1/events`` streams; without one, that resource answers 404.
     """
     view = view if view is not None else StaticView()
     ctx = ApiContext(registry, view, clock or SystemClock(), page_size or PAGE_SIZE)
@@ -55,6 +59,7 @@ def fleet_v1_app(
         app.add_routes(machines.routes(view, prefix))
     app.add_routes(status.routes(ctx, OWN_PREFIX))
     app.add_routes(journal.routes(ctx, followers, OWN_PREFIX))
+    app.add_routes(event_stream.routes(events, ctx.clock, followers, OWN_PREFIX))
     return app
 
 

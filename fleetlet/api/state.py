@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
+from collections.abc import Iterable
+from operator import attrgetter
 
 import orjson
 from aiohttp import web
@@ -35,17 +38,39 @@ def routes(view: NodeView, page_size: int, prefix: str) -> list[web.RouteDef]:
         machine_id = one_query_value(request, "machineID")
         unit_name = one_query_value(request, "unitName")
         after = _page_token(one_query_value(request, "nextPageToken"))
-        found = sorted(
-            (s for s in view.states() if machine_id in ("", s.machine_id) and unit_name in ("", s.name)),
-            key=lambda s: (s.name, s.machine_id),
-        )
-        if after is not None:
-            found = [s for s in found if (s.name, s.machine_id) > after]
-        page, rest = found[:page_size], found[page_size:]
-        token = _token_of(page[-1]) if rest else ""
+        page, more = page_of(view.states(), page_size, after, machine_id=machine_id, unit_name=unit_name)
+        token = _token_of(page[-1]) if more else ""
         return json_response(omit_empty({"states": [state_json(s) for s in page], "nextPageToken": token}))
 
     return [web.get(f"{prefix}/state", list_states)]
+
+
+_ORDER = attrgetter("name", "machine_id")
+
+
+def page_of(
+    states: Iterable[UnitState],
+    size: int,
+    after: tuple[str, str] | None,
+    *,
+    machine_id: str = "",
+    unit_name: str = "",
+) -> tuple[list[UnitState], bool]:
+    """The first ``size`` states by (unit, machine) after ``after`` that match the filters (empty: any), and
+    whether more follow.
+
+    A page costs one pass over the states, not a sort of them all: a listing asks for every page in turn, and the
+    view may build its states afresh on each call (the agent's does), so there is no sorted list to keep between
+    pages. ``heapq.nsmallest`` is ``sorted()[:n]``, ties kept in the view's order, without sorting the rest.
+    """
+    wanted: Iterable[UnitState] = states
+    if machine_id or unit_name:
+        wanted = [s for s in wanted if machine_id in ("", s.machine_id) and unit_name in ("", s.name)]
+    if after is not None:
+        name, machine = after
+        wanted = [s for s in wanted if s.name > name or (s.name == name and s.machine_id > machine)]
+    found = heapq.nsmallest(size + 1, wanted, key=_ORDER)
+    return found[:size], len(found) > size
 
 
 def _token_of(state: UnitState) -> str:

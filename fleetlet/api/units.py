@@ -38,15 +38,22 @@ class Units:
             page = await registry.list_units(limit=self._ctx.page_size, after=tokens[0] if tokens else None)
         except ValueError as e:
             raise APIError(400, str(e)) from e
-        schedule = (await registry.schedule()).entries
-        index = state_index(self._ctx.view.states())
-        units = [unit_json(u, schedule.get(u.name), index) for u in page.units]
+        # The schedule as of the page's own revision: read once for all the pages of a listing while nothing is
+        # written, and afresh after any write.
+        schedule = (await self._ctx.schedules.at(registry, page.revision)).entries
+        on_page = {u.name for u in page.units}
+        index = state_index(s for s in self._ctx.view.states() if s.name in on_page)
+        options = self._ctx.options
+        units = [unit_json(u, schedule.get(u.name), index, options.json_of(u)) for u in page.units]
         return json_response(unit_page_json(units, page.next_token))
 
     async def get(self, request: web.Request) -> web.Response:
-        record = await existing_unit(self._ctx.registry, request.match_info["name"])
-        entry = (await self._ctx.registry.schedule()).entries.get(record.name)
-        return json_response(unit_json(record, entry, state_index(self._ctx.view.states())))
+        registry = self._ctx.registry
+        record = await existing_unit(registry, request.match_info["name"])
+        # Asked after the unit was read, so the schedule is at least as recent as the unit.
+        entry = (await self._ctx.schedules.at(registry, await registry.revision())).entries.get(record.name)
+        index = state_index(s for s in self._ctx.view.states() if s.name == record.name)
+        return json_response(unit_json(record, entry, index, self._ctx.options.json_of(record)))
 
     async def delete(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -65,15 +65,24 @@ def options_json(options: Iterable[UnitOption]) -> list[JSON]:
     return [omit_empty({"section": o.section, "name": o.name, "value": o.value}) for o in options]
 
 
-def unit_json(record: UnitRecord, entry: ScheduleEntry | None, index: StateIndex) -> JSON:
-    """A unit as fleet's ``schema.Unit``: name, options in normalized order, desired and current state, machine."""
+def unit_json(
+    record: UnitRecord,
+    entry: ScheduleEntry | None,
+    index: StateIndex,
+    options: list[JSON] | orjson.Fragment | None = None,
+) -> JSON:
+    """A unit as fleet's ``schema.Unit``: name, options in normalized order, desired and current state, machine.
+
+    ``options`` is the record's options as JSON when the caller has them already (the API keeps them serialized:
+    :class:`~fleetlet.api.caches.OptionsCache`); otherwise they are parsed from its text.
+    """
     return omit_empty(
         {
             "currentState": current_state(entry, reported_active(index, record.name, entry)),
             "desiredState": record.desired_state,
             "machineID": entry.machine_id if entry is not None else "",
             "name": record.name,
-            "options": options_json(parse(record.text, record.name).options),
+            "options": options if options is not None else options_json(parse(record.text, record.name).options),
         }
     )
 

@@ -14,16 +14,21 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, Final
 
-import anyio
+# The agent's modules (its configuration's among them) bring the Docker client, the scheduler and the registry
+# backends: about 100 ms that every command would pay at start to build its parser. They are imported when the
+# agent runs; the parser repeats the two facts it needs of its configuration, and a test holds them equal.
+DEFAULT_LISTEN: Final = "127.0.0.1:49153"
 
-from fleetlet.agent import config
-from fleetlet.agent.agent import AgentStartupError, serve
+
+def flag_name(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
+
 
 # Flag: (metavar, help). Defaults are None so that a flag not given leaves the setting to the other layers.
 _FLAGS: dict[str, tuple[str, str]] = {
-    "listen": ("HOST:PORT", f"the API's address besides STATE_DIR/fleetlet.sock (default: {config.DEFAULT_LISTEN})"),
+    "listen": ("HOST:PORT", f"the API's address besides STATE_DIR/fleetlet.sock (default: {DEFAULT_LISTEN})"),
     "state_dir": (
         "DIR",
         "registry, journals and socket (default: /var/lib/fleetlet as root, else ~/.local/state/fleetlet)",
@@ -47,7 +52,7 @@ def register(commands: Any) -> None:
     )
     agent.add_argument("--config", metavar="FILE", help="a TOML config file (default: $FLEETLET_CONFIG, else none)")
     for setting, (metavar, help_text) in _FLAGS.items():
-        agent.add_argument(config.flag_name(setting), dest=setting, metavar=metavar, help=help_text)
+        agent.add_argument(flag_name(setting), dest=setting, metavar=metavar, help=help_text)
     agent.add_argument(
         "--purge",
         action=argparse.BooleanOptionalAction,
@@ -57,6 +62,11 @@ def register(commands: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from fleetlet.agent import config
+    from fleetlet.agent.agent import AgentStartupError, serve
+
     try:
         flags = config.from_flags({setting: getattr(args, setting) for setting in _FLAGS}, purge=args.purge)
         loaded = config.load(flags, args.config, os.environ)

@@ -98,12 +98,14 @@ def parse_fields(args: argparse.Namespace, fields: Mapping[str, Field[Any]]) -> 
 def print_rows(
     args: argparse.Namespace, records: Sequence[R], names: Sequence[str], fields: Mapping[str, Field[R]]
 ) -> None:
-    values = [{name: fields[name].value(record) for name in names} for record in records]
+    chosen = [(name, fields[name]) for name in names]
     if args.json:
         # One document on one line: what `jq`, `json.loads` of a line, and log collectors all take.
+        values = [{name: field.value(record) for name, field in chosen} for record in records]
         sys.stdout.write(orjson.dumps(values).decode() + "\n")
         return
-    table = [[fields[name].text(row[name], args.full) for name in names] for row in values]
+    full = args.full
+    table = [[field.text(field.value(record), full) for _, field in chosen] for record in records]
     if not args.no_legend:
         table.insert(0, [name.upper() for name in names])
     sys.stdout.write(format_table(table))

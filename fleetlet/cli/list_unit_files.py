@@ -15,9 +15,6 @@ from fleetlet.cli import endpoint
 from fleetlet.cli.columns import Field, add_options, machine_legend, parse_fields, print_rows
 from fleetlet.cli.endpoint import run_with_client
 from fleetlet.client import Client, Unit
-from fleetlet.diagnostics import Report
-from fleetlet.units.names import parse_name
-from fleetlet.units.xfleet import requirements
 
 DEFAULT_FIELDS: Final = "unit,hash,dstate,state,target"
 SHORT_HASH: Final = 7
@@ -85,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         print('WARNING: The "tmachine" field is deprecated. Use "target" instead', file=sys.stderr)
 
     async def list_units(fleet: Client) -> int:
-        rows = [_Row(unit, _is_global(unit)) for unit in await fleet.units()]
+        rows = [_Row(unit, unit.is_global) for unit in await fleet.units()]
         scheduled = any(row.unit.machine_id for row in rows)
         wants_ips = scheduled and not args.json and not {"target", "tmachine"}.isdisjoint(names)
         ips = {m.id: m.primary_ip for m in await fleet.machines()} if wants_ips else {}
@@ -93,7 +90,3 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     return run_with_client(args, list_units)
-
-
-def _is_global(unit: Unit) -> bool:
-    return requirements(unit.unit_file, parse_name(unit.name), Report(unit.name)).is_global

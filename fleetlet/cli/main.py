@@ -14,6 +14,7 @@ from pathlib import Path
 from fleetlet.cli import (
     agent,
     endpoint,
+    events,
     explain,
     journal,
     list_machines,
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     list_machines.register(commands)
     status.register(commands)
     journal.register(commands)
+    events.register(commands)
     explain.register(commands)
     version.register(commands)
     return parser

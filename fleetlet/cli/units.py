@@ -20,10 +20,7 @@ from fleetlet.cli.endpoint import CommandError, run_with_client
 from fleetlet.cli.unit_args import Creator, create_missing, existing_units, unit_argument
 from fleetlet.client import Client, Unit
 from fleetlet.clock import SystemClock
-from fleetlet.diagnostics import Report
 from fleetlet.registry.model import DesiredState
-from fleetlet.units.names import parse_name
-from fleetlet.units.xfleet import requirements
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,4 +295,4 @@ async def _wait(
 
 
 def _is_global(unit: Unit) -> bool:
-    return requirements(unit.unit_file, parse_name(unit.name), Report(unit.name)).is_global
+    return unit.is_global

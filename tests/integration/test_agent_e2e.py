@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
-from fleetlet.client import Client
+from fleetlet.client import Client, Event
 from fleetlet.exec.runtime import ContainerState
 from tests.integration.agent_rig import BOUND, PUBLIC_IP, Agents, until
 
@@ -143,3 +145,56 @@ def test_sigterm_leaves_the_container_and_the_next_agent_adopts_it(agents: Agent
     # And it controls it: a stop reaches the adopted container.
     agents.fleetlet("stop", unit.name)
     until(lambda: _running(agents, container) is None)
+
+
+def test_the_event_stream_follows_a_unit_across_an_agent_restart(agents: Agents, tmp_path: Path) -> None:
+    """A client watching with ``Client.events()`` sees a unit start, keeps watching while the agent restarts (a
+    new snapshot, since the new agent's stream begins anew), and sees the unit stop."""
+    first = agents.start()
+    container = f"fv-{agents.machine_id[:12]}"
+    unit = _unit_file(tmp_path, container)
+    state_key = f"{unit.name}@{agents.machine_id}"
+    seen: list[Event] = []
+    arrived = [anyio.Event()]  # set when an event arrives, then replaced
+
+    async def until_seen(condition: Callable[[Event], bool]) -> None:
+        with anyio.fail_after(BOUND):
+            while not any(condition(e) for e in seen):
+                await arrived[-1].wait()
+
+    async def scenario() -> None:
+        async with Client(agents.endpoint) as fleet, anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                async with contextlib.aclosing(fleet.events()) as events:
+                    async for event in events:
+                        seen.append(event)
+                        arrived.append(anyio.Event())
+                        arrived[-2].set()
+
+            tg.start_soon(watch)
+            await until_seen(lambda e: e.topic == "machine" and e.snapshot)
+            await anyio.to_thread.run_sync(lambda: agents.fleetlet("start", str(unit)))
+            await until_seen(lambda e: e.key == state_key and e.payload.get("sub") == "running")
+
+            mark = len(seen)
+            first.send_signal(signal.SIGTERM)
+            await anyio.to_thread.run_sync(lambda: first.wait(BOUND))
+            await anyio.to_thread.run_sync(agents.start)
+            await until_seen(lambda e: e in seen[mark:] and e.snapshot and e.key == state_key)
+
+            await anyio.to_thread.run_sync(lambda: agents.fleetlet("stop", unit.name))
+            await until_seen(lambda e: e.key == state_key and not e.snapshot and e.payload.get("sub") == "dead")
+            tg.cancel_scope.cancel()
+
+    anyio.run(scenario)
+    live = [(e.topic, e.type, e.payload.get("sub", "")) for e in seen if not e.snapshot and e.topic != "leader"]
+    assert ("unit", "submitted", "") in live
+    assert ("schedule", "placed", "") in live
+    assert ("state", "changed", "running") in live
+    assert ("unit", "desired-state-changed", "") in live
+    indexes = [e.index for e in seen if not e.snapshot]
+    assert indexes == sorted(indexes)
+    assert len(indexes) == len(set(indexes))  # nothing twice
+    restarted = [e for e in seen if e.snapshot and e.key == state_key]
+    assert restarted[-1].payload["sub"] == "running"  # the adopted container, as the new agent reports it
