@@ -5,7 +5,8 @@
     hello.service cannot be placed:
       machine 1a2b3c4d: metadata group=hw_webservers not satisfied
 
-The words are a pure function of the unit's report and its ``[X-Fleet]`` options (:func:`explain`).
+The client finds where the unit is and why (:meth:`fleetlet.client.Client.explain`, an
+:class:`~fleetlet.client.Explanation`); the words are a pure function of that (:func:`explanation_lines`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from fleetlet.cli import endpoint
 from fleetlet.cli.endpoint import CommandError, run_with_client
 from fleetlet.cli.status import does_not_exist, where
 from fleetlet.cli.unit_args import unit_argument
-from fleetlet.client import APIRequestFailed, Client, UnitReport
+from fleetlet.client import Client, Explanation, UnitNotFound, UnitReport
+from fleetlet.client.explanation import explanation
 from fleetlet.units.model import UnitOption
-from fleetlet.units.xfleet import SECTION
 
 
 def register(commands: Any) -> None:
@@ -37,37 +38,38 @@ def register(commands: Any) -> None:
 async def _explain(fleet: Client, argument: str) -> int:
     name = unit_argument(argument, "retrieving").name
     try:
-        report = await fleet.status(name)
-    except APIRequestFailed as e:
-        if e.status == 404:
-            raise CommandError(does_not_exist(name)) from None
-        raise
-    unit = await fleet.unit(name)
-    for line in explain(report, unit.options if unit is not None else ()):
+        found = await fleet.explain(name)
+    except UnitNotFound:
+        raise CommandError(does_not_exist(name)) from None
+    for line in explanation_lines(found):
         print(line)
     return 0
 
 
 def explain(report: UnitReport, options: Sequence[UnitOption]) -> list[str]:
     """The explanation, one line per item; ``options`` are the unit's, of which the ``[X-Fleet]`` ones count."""
-    name = report.name
-    if report.machine_id is None:
-        if report.reasons:
-            return [f"{name} cannot be placed:", *(f"  {reason}" for reason in report.reasons)]
-        if report.desired_state == "inactive":
-            return [f"{name} is not scheduled: its desired state is inactive"]
+    return explanation_lines(explanation(report, options))
+
+
+def explanation_lines(found: Explanation) -> list[str]:
+    """The words for the client's :class:`~fleetlet.client.Explanation`, one line per item."""
+    report, name = found.report, found.name
+    if found.placement == "unplaceable":
+        return [f"{name} cannot be placed:", *(f"  {reason}" for reason in found.reasons)]
+    if found.placement == "inactive":
+        return [f"{name} is not scheduled: its desired state is inactive"]
+    if found.placement == "pending":
         return [
             f"{name} is not scheduled yet: its desired state is {report.desired_state}, "
             "and the leader has not placed it (is there a leader?)"
         ]
     lines = [f"{name} is scheduled on machine {where(report)}"]
-    if report.desired_state == "inactive":
+    if found.placement == "unloading":
         lines.append("  its desired state is inactive: it is being unloaded from there")
     else:
         lines.append(f"  desired state {report.desired_state}, current state {_current(report)}")
-    requirements = [f"{o.name}={o.value}" for o in options if o.section == SECTION]
-    if requirements:
-        lines.append(f"  it requires: {', '.join(requirements)}")
+    if found.requirements:
+        lines.append(f"  it requires: {', '.join(f'{o.name}={o.value}' for o in found.requirements)}")
     else:
         lines.append("  it has no [X-Fleet] requirements: any machine would do")
     return lines

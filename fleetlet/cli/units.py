@@ -1,7 +1,8 @@
 """fleetctl's unit commands: ``submit``, ``cat``, ``destroy``, ``load``, ``start``, ``stop``, ``unload``, ``restart``.
 
-Like fleetctl, the commands that change a unit's state wait until it gets there and print where it is
-(``Unit hello.service launched on 1a2b3c4d.../10.0.0.5``); see :mod:`fleetlet.cli.blocking`. ``--no-block`` prints
+Like fleetctl, the commands that change a unit's state wait until it gets there, as the client waits
+(:mod:`fleetlet.client.waiting`), and print where it is (``Unit hello.service launched on 1a2b3c4d.../10.0.0.5``;
+see :mod:`fleetlet.cli.blocking`). ``--no-block`` prints
 what fleetctl printed then (``Triggered unit hello.service start``) and returns once the desired state is set.
 """
 
@@ -14,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fleetlet.cli import endpoint
-from fleetlet.cli.blocking import Goal, Seen, Sleep, Verdict, problem_line, reached_line, timeout_message, wait_for
-from fleetlet.cli.cluster_poll import ClusterPoll
+from fleetlet.cli.blocking import problem_line, reached_line, timeout_message
 from fleetlet.cli.endpoint import CommandError, run_with_client
 from fleetlet.cli.unit_args import Creator, create_missing, existing_units, unit_argument
-from fleetlet.client import Client, Unit
+from fleetlet.client import Client, Unit, UnitNotFound
+from fleetlet.client.poll import ClusterPoll
+from fleetlet.client.waiting import Goal, Sleep, UnitProgress, Verdict, wait_for
 from fleetlet.clock import SystemClock
 from fleetlet.registry.model import DesiredState
 
@@ -195,10 +197,11 @@ async def _submit(fleet: Client, arguments: Sequence[str], replace: bool) -> int
 
 async def _cat(fleet: Client, argument: str) -> int:
     name = unit_argument(argument, "retrieving").name
-    unit = await fleet.unit(name)
-    if unit is None:
-        raise CommandError(f"Unit {name} not found")
-    print(unit.unit_file.serialize(), end="")
+    try:
+        text = await fleet.cat(name)
+    except UnitNotFound:
+        raise CommandError(f"Unit {name} not found") from None
+    print(text, end="")
     return 0
 
 
@@ -255,7 +258,7 @@ async def _act(fleet: Client, transition: _Transition, units: Sequence[Unit], bl
     """
     global_ = {unit.name for unit in units if _is_global(unit)}
     waited = [unit.name for unit in units if unit.name not in global_]
-    # A start's outcome is judged against what the machines reported before it: see blocking.wait_for.
+    # A start's outcome is judged against what the machines reported before it: see waiting.wait_for.
     before = (
         await ClusterPoll(fleet, transition.goal)(waited) if blocking.block and transition.goal == "launched" else {}
     )
@@ -271,14 +274,18 @@ async def _act(fleet: Client, transition: _Transition, units: Sequence[Unit], bl
 
 
 async def _wait(
-    fleet: Client, names: Sequence[str], goal: Goal, blocking: Blocking, before: Mapping[str, Seen] | None = None
+    fleet: Client,
+    names: Sequence[str],
+    goal: Goal,
+    blocking: Blocking,
+    before: Mapping[str, UnitProgress] | None = None,
 ) -> int:
     """Wait for ``names`` to reach ``goal``, printing each as it settles; 1 if any cannot get there."""
     if not names:
         return 0
     stuck: list[str] = []
 
-    def settled(seen: Seen, verdict: Verdict) -> None:
+    def settled(seen: UnitProgress, verdict: Verdict) -> None:
         if verdict == "reached":
             print(reached_line(goal, seen), flush=True)
         else:

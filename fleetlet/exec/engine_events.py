@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from fleetlet.clock import Clock
 from fleetlet.exec.runtime import ContainerEvent, ContainerRuntime, EngineUnavailable, NoSuchContainer, RuntimeFailure
@@ -21,8 +21,10 @@ from fleetlet.exec.runtime import ContainerEvent, ContainerRuntime, EngineUnavai
 # Backoff while waiting for an engine that went away (daemon restart) to answer again.
 ENGINE_RETRY_FIRST = 0.5
 ENGINE_RETRY_MAX = 5.0
-# What a container that vanished with the engine is taken to have died of: SIGKILL, as 128+9.
-VANISHED = 137
+# The exit code of a container killed by SIGKILL (128+9): the OOM killer's, among others.
+SIGKILLED = 137
+# What a container that vanished with the engine is taken to have died of: SIGKILL.
+VANISHED = SIGKILLED
 # Waiting tasks park on a few shared bells rather than on an event each: on asyncio an event costs about 1 KiB (its
 # waiter deque), more than all the rest of a watcher. A death rings its container's bell, waking the few waiters
 # that share it, and each looks whether its own container ended.
@@ -78,7 +80,7 @@ class EngineEvents:
     either before the inspection (which sees it) or after the registration (which the stream delivers).
     """
 
-    __slots__ = ("_bells", "_clock", "_runtime", "_since", "_watchers")
+    __slots__ = ("_bells", "_clock", "_runtime", "_since", "_tg", "_watchers")
 
     def __init__(self, runtime: ContainerRuntime, clock: Clock) -> None:
         self._runtime = runtime
@@ -89,6 +91,7 @@ class EngineEvents:
         # container watched before the stream connects cannot die unseen.
         self._since = clock.time()
         self._bells: list[anyio.Event | None] = [None] * _BELLS  # made when someone waits, dropped when rung
+        self._tg: TaskGroup | None = None  # the current subscription's, for the inspections a death may need
 
     @property
     def watched(self) -> int:
@@ -137,6 +140,7 @@ class EngineEvents:
         """One subscription until it breaks, with a reconciliation beside it after an outage; why it ended."""
         failure: RuntimeFailure | None = None
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             if reconcile:
                 # Beside the subscription, not before it: a death after an inspection is in the replay.
                 tg.start_soon(self._reconcile)
@@ -145,6 +149,7 @@ class EngineEvents:
             except RuntimeFailure as e:
                 failure = e
             tg.cancel_scope.cancel()  # a reconciliation still going is redone after the next subscription
+        self._tg = None
         return failure
 
     def _deliver(self, event: ContainerEvent) -> None:
@@ -156,9 +161,24 @@ class EngineEvents:
             for death in watchers:
                 death.oom_killed = True
         elif event.action == "die":
+            if event.exit_code == SIGKILLED and not any(d.oom_killed for d in watchers) and self._tg is not None:
+                # The engine may report the OOM kill after the die: the container's state says for certain.
+                self._tg.start_soon(self._end_as_inspected, event.container_id)
+                return
             self._end(event.container_id, VANISHED if event.exit_code is None else event.exit_code)
         elif event.action == "destroy":  # removed without a die seen: gone with the engine, or its end missed
             self._end(event.container_id, VANISHED)
+
+    async def _end_as_inspected(self, container_id: str) -> None:
+        """End a container killed by SIGKILL as its state tells, OOM kill included; a failed look ends it as is."""
+        try:
+            state = await self._runtime.inspect(container_id)
+        except NoSuchContainer:
+            self._end(container_id, SIGKILLED)  # removed at once (--rm): the die said how it ended
+        except RuntimeFailure:
+            return  # the engine went: the stream breaks, and the reconciliation after it inspects again
+        else:
+            self._end(container_id, state.exit_code, oom_killed=state.oom_killed)
 
     def _end(self, container_id: str, exit_code: int, *, oom_killed: bool = False) -> None:
         """Resolve every watcher of the container and forget them: a death is final."""

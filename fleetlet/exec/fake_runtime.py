@@ -222,12 +222,15 @@ class FakeRuntime:
                     self._exit(container, 128 + _SIGKILL)
         self._events.clear()
 
-    def exit(self, container: str, code: int, *, oom: bool = False) -> None:
-        """End a running container's process with ``code``; ``oom`` as if the kernel's OOM killer did it."""
+    def exit(self, container: str, code: int, *, oom: bool = False, oom_reported_late: bool = False) -> None:
+        """End a running container's process with ``code``; ``oom`` as if the kernel's OOM killer did it.
+
+        ``oom_reported_late``: the engine's ``oom`` event comes after the ``die``, as a busy engine may send them.
+        """
         found = self._resolve(container)
         if not found.running:
             raise RuntimeError(f"container {container} is not running")
-        self._exit(found, code, oom=oom)
+        self._exit(found, code, oom=oom, oom_reported_late=oom_reported_late)
 
     def emit(self, container: str, stream: Stream, line: str) -> None:
         """Make a container print one line."""
@@ -474,12 +477,14 @@ class FakeRuntime:
         else:
             self._exit(container, 128 + number)
 
-    def _exit(self, container: _Container, code: int, *, oom: bool = False) -> None:
+    def _exit(self, container: _Container, code: int, *, oom: bool = False, oom_reported_late: bool = False) -> None:
         container.status, container.exit_code, container.oom_killed = "exited", code, oom
         container.pid, container.finished_at = 0, self.clock.time()
-        if oom:
+        if oom and not oom_reported_late:
             self._event(container, "oom")
         self._event(container, "die", exitCode=str(code))
+        if oom and oom_reported_late:
+            self._event(container, "oom")
         self._notify()
 
     def _print(self, container: _Container, line: LogLine) -> None:

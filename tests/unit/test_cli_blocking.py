@@ -14,22 +14,13 @@ import anyio
 import pytest
 
 from fleetlet.api import StaticView, UnitState
-from fleetlet.cli.blocking import (
-    POLL_INTERVAL,
-    Goal,
-    Seen,
-    Verdict,
-    describe,
-    judge,
-    problem_line,
-    reached_line,
-    timeout_message,
-    wait_for,
-)
-from fleetlet.cli.cluster_poll import ClusterPoll
+from fleetlet.cli.blocking import describe, problem_line, reached_line, timeout_message
 from fleetlet.cli.endpoint import CommandError
 from fleetlet.cli.units import Blocking, destroy_units, restart_units, transition_units
 from fleetlet.client import Client
+from fleetlet.client.poll import ClusterPoll
+from fleetlet.client.waiting import POLL_INTERVAL, Goal, Verdict, judge, wait_for
+from fleetlet.client.waiting import UnitProgress as Seen
 from fleetlet.clock import ManualClock
 from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.registry import MemoryRegistry

@@ -76,6 +76,26 @@ async def test_an_oom_event_before_the_die_marks_the_death(
     assert (death.exit_code, death.oom_killed) == (137, True)
 
 
+async def test_an_oom_event_after_the_die_still_marks_the_death(
+    fake: FakeRuntime, clock: ManualClock, hub: EngineEvents
+) -> None:
+    container = await running(fake)
+    death = await hub.death_of(container)
+    fake.exit(container, 137, oom=True, oom_reported_late=True)  # die, then oom: the state is asked
+    await clock.settle()
+    assert (death.exit_code, death.oom_killed) == (137, True)
+
+
+async def test_a_sigkill_without_oom_is_not_an_oom_kill(
+    fake: FakeRuntime, clock: ManualClock, hub: EngineEvents
+) -> None:
+    container = await running(fake)
+    death = await hub.death_of(container)
+    fake.exit(container, 137)
+    await clock.settle()
+    assert (death.ended, death.exit_code, death.oom_killed) == (True, 137, False)
+
+
 async def test_a_destroy_without_a_die_resolves_as_vanished(
     fake: FakeRuntime, clock: ManualClock, hub: EngineEvents
 ) -> None:

@@ -1,4 +1,4 @@
-"""What the API says of the units a blocking command waits for: one :class:`~fleetlet.cli.blocking.Seen` each.
+"""What the API says of the units a wait is for: one :class:`~fleetlet.client.waiting.UnitProgress` each.
 
 A few units are asked for one by one (``GET /units/NAME``, ``GET /state?unitName=NAME``); many, as whole lists,
 so a glob over thousands of units costs a few pages a poll rather than thousands of requests. Machines' IPs, for
@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from fleetlet.cli.blocking import Goal, Seen
-from fleetlet.cli.columns import machine_legend
-from fleetlet.client import APIRequestFailed, Client, Unit, UnitReport, UnitState
+from fleetlet.client.errors import APIRequestFailed
+from fleetlet.client.records import Unit, UnitReport, UnitState
+from fleetlet.client.waiting import Goal, UnitProgress
+
+if TYPE_CHECKING:
+    from fleetlet.client.client import Client
 
 # Up to this many units, a poll asks for each; beyond, for the lists.
 PER_UNIT_LIMIT: Final = 10
+# fleetctl showed a machine by the first 8 characters of its ID.
+SHORT_MACHINE: Final = 8
 
 
 async def unplaceable_reasons(fleet: Client, unit: Unit) -> tuple[str, ...]:
@@ -31,14 +36,14 @@ async def _report(fleet: Client, name: str) -> UnitReport | None:
     """The unit's status; None when it is gone, or when the API is fleet's own, which has no status resource."""
     try:
         return await fleet.status(name)
-    except APIRequestFailed as e:
+    except APIRequestFailed as e:  # UnitNotFound, or a 404 of an API without the resource
         if e.status == 404:
             return None
         raise
 
 
 class ClusterPoll:
-    """A :data:`~fleetlet.cli.blocking.Poll` over ``fleet``, asking for what ``goal`` needs to be judged."""
+    """A :data:`~fleetlet.client.waiting.Poll` over ``fleet``, asking for what ``goal`` needs to be judged."""
 
     def __init__(self, fleet: Client, goal: Goal, *, per_unit_limit: int = PER_UNIT_LIMIT) -> None:
         self._fleet = fleet
@@ -48,13 +53,13 @@ class ClusterPoll:
         self._ips: dict[str, str] = {}
         self._looked_up: set[str] = set()  # machine IDs already looked for, found or not
 
-    async def __call__(self, names: Sequence[str]) -> dict[str, Seen]:
+    async def __call__(self, names: Sequence[str]) -> dict[str, UnitProgress]:
         few = len(names) <= self._per_unit_limit
         units, states = await (self._one_by_one(names) if few else self._lists(names))
         await self._learn_machines(unit.machine_id for unit in units if unit.machine_id)
         # Reasons are one request per unscheduled unit: for a few units only, or a poll would be thousands of them.
         seen = {unit.name: await self._seen(unit, states, with_reasons=few and self._with_reasons) for unit in units}
-        return {name: seen.get(name, Seen(name)) for name in names}
+        return {name: seen.get(name, UnitProgress(name)) for name in names}
 
     async def _one_by_one(self, names: Sequence[str]) -> tuple[list[Unit], list[UnitState]]:
         units: list[Unit] = []
@@ -80,17 +85,18 @@ class ClusterPoll:
             self._ips = {machine.id: machine.primary_ip for machine in await self._fleet.machines()}
             self._looked_up |= new | self._ips.keys()
 
-    async def _seen(self, unit: Unit, states: Sequence[UnitState], *, with_reasons: bool) -> Seen:
-        machine = machine_legend(unit.machine_id, self._ips.get(unit.machine_id, "")) if unit.machine_id else ""
+    async def _seen(self, unit: Unit, states: Sequence[UnitState], *, with_reasons: bool) -> UnitProgress:
+        machine = _legend(unit.machine_id, self._ips.get(unit.machine_id, "")) if unit.machine_id else ""
         reasons = await unplaceable_reasons(self._fleet, unit) if with_reasons and not machine else ()
         state = _state_of(unit, states)
-        seen = Seen(
+        seen = UnitProgress(
             unit.name,
             unit.current_state,
             machine,
             active=state.active_state if state is not None else "",
             sub=state.sub_state if state is not None else "",
             reasons=reasons,
+            machine_id=unit.machine_id,
         )
         if seen.failed:
             # Why it failed, and when: the status has them, and a failure with a new ``since`` is a new failure.
@@ -98,6 +104,12 @@ class ClusterPoll:
             if report is not None and report.machine_id == unit.machine_id and report.active_state == "failed":
                 seen = replace(seen, result=report.result, since=report.since)
         return seen
+
+
+def _legend(machine_id: str, ip: str) -> str:
+    """fleetctl's machine with its address, ``1a2b3c4d.../10.0.0.5``; the short ID alone when the IP is unknown."""
+    legend = f"{machine_id[:SHORT_MACHINE]}..."
+    return f"{legend}/{ip}" if ip else legend
 
 
 def _state_of(unit: Unit, states: Sequence[UnitState]) -> UnitState | None:
