@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import anyio.to_thread
 import pytest
-from aiohttp import web
 
 from fleetlet.api import StaticView, UnitState, fleet_v1_app
 from fleetlet.cli.explain import explain
-from fleetlet.cli.main import main
 from fleetlet.client import UnitReport
 from fleetlet.clock import ManualClock
 from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.registry import MemoryRegistry
 from fleetlet.units.model import UnitFile, UnitOption
+from tests.cli_rig import Fleetctl, cli, served
 
 A = "1a2b3c4d5e6f708192a3b4c5d6e7f809"
 B = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
@@ -29,9 +27,6 @@ PICKY = UnitFile.from_options(
     ]
 )
 REASONS = ("machine 1a2b3c4d: metadata group=hw_webservers not satisfied", "machine 9f8e7d6c: conflicts with a.service")
-
-Run = tuple[int, str, str]
-Fleetctl = Callable[..., Awaitable[Run]]
 
 
 @pytest.fixture
@@ -120,24 +115,13 @@ async def endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
         await registry.set_machine("web.service", A)
         await registry.put_unit("stuck.service", PICKY, desired_state="launched")
         await registry.put_unit("idle.service", PLAIN)
-        runner = web.AppRunner(fleet_v1_app(registry, view=view))
-        await runner.setup()
-        try:
-            await web.UnixSite(runner, str(tmp_path / "api.sock")).start()
-            yield f"unix://{tmp_path / 'api.sock'}"
-        finally:
-            await runner.cleanup()
+        async with served(fleet_v1_app(registry, view=view), tmp_path) as url:
+            yield url
 
 
 @pytest.fixture
 def fleetctl(endpoint: str, capsys: pytest.CaptureFixture[str]) -> Fleetctl:
-    async def run(*args: str) -> Run:
-        capsys.readouterr()
-        status = await anyio.to_thread.run_sync(main, [*args, "--endpoint", endpoint])
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-
-    return run
+    return cli(endpoint, capsys)
 
 
 @pytest.mark.anyio

@@ -5,25 +5,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import pytest
-from aiohttp import web
 
 from fleetlet.api import StaticView, fleet_v1_app
-from fleetlet.cli.main import main
 from fleetlet.clock import ManualClock
 from fleetlet.registry import MemoryRegistry
 from fleetlet.service.journal import DEFAULT_FOLLOW_BUFFER, JournalSink, MemoryJournal, format_entry
 from fleetlet.units.model import UnitFile
+from tests.cli_rig import Fleetctl, Run, cli, served
 
 UNIT = UnitFile.from_options([("Service", "ExecStart", "/bin/true")])
-
-Run = tuple[int, str, str]
-Fleetctl = Callable[..., Awaitable[Run]]
 
 
 @pytest.fixture
@@ -58,24 +54,15 @@ async def endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, journal: Wat
     async with MemoryRegistry(ManualClock()) as registry:
         await registry.put_unit("hello.service", UNIT, desired_state="launched")
         await registry.put_unit("quiet.service", UNIT)
-        runner = web.AppRunner(fleet_v1_app(registry, view=StaticView(journals={"hello.service": journal})))
-        await runner.setup()
-        try:
-            await web.UnixSite(runner, str(tmp_path / "api.sock")).start()
-            yield f"unix://{tmp_path / 'api.sock'}"
-        finally:
-            await runner.cleanup()
+        async with served(
+            fleet_v1_app(registry, view=StaticView(journals={"hello.service": journal})), tmp_path
+        ) as url:
+            yield url
 
 
 @pytest.fixture
 def fleetctl(endpoint: str, capsys: pytest.CaptureFixture[str]) -> Fleetctl:
-    async def run(*args: str) -> Run:
-        capsys.readouterr()
-        status = await anyio.to_thread.run_sync(main, [*args, "--endpoint", endpoint])
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-
-    return run
+    return cli(endpoint, capsys)
 
 
 def tail(journal: MemoryJournal, n: int) -> str:

@@ -5,20 +5,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import anyio.to_thread
 import orjson
 import pytest
-from aiohttp import web
 
 from fleetlet.api import StaticView, UnitState, fleet_v1_app
 from fleetlet.cli.list_machines import format_metadata
-from fleetlet.cli.main import main
 from fleetlet.clock import ManualClock
 from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.registry import MemoryRegistry
+from tests.cli_rig import Fleetctl, cli, served
 
 pytestmark = pytest.mark.anyio
 
@@ -30,9 +28,6 @@ STATES = [
     UnitState("world.service", HASH, B, "loaded", "failed", "failed"),
 ]
 MACHINES = [MachineSpec(A, {"region": "us-west", "group": "web"}, "10.0.0.1"), MachineSpec(B)]
-
-Run = tuple[int, str, str]
-Fleetctl = Callable[..., Awaitable[Run]]
 
 
 @pytest.fixture
@@ -46,24 +41,13 @@ async def endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
     monkeypatch.delenv("FLEETLET_ENDPOINT", raising=False)
     async with MemoryRegistry(ManualClock()) as registry:
         app = fleet_v1_app(registry, page_size=1, view=StaticView(list(MACHINES), list(STATES)))
-        runner = web.AppRunner(app)
-        await runner.setup()
-        try:
-            await web.UnixSite(runner, str(tmp_path / "api.sock")).start()
-            yield f"unix://{tmp_path / 'api.sock'}"
-        finally:
-            await runner.cleanup()
+        async with served(app, tmp_path) as url:
+            yield url
 
 
 @pytest.fixture
 def fleetctl(endpoint: str, capsys: pytest.CaptureFixture[str]) -> Fleetctl:
-    async def run(*args: str) -> Run:
-        capsys.readouterr()
-        status = await anyio.to_thread.run_sync(main, [*args, "--endpoint", endpoint])
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-
-    return run
+    return cli(endpoint, capsys)
 
 
 async def test_list_units_prints_fleetctls_default_columns(fleetctl: Fleetctl) -> None:

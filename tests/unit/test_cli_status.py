@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 
-import anyio.to_thread
 import pytest
-from aiohttp import web
 
 from fleetlet.api import StaticView, UnitState, fleet_v1_app
-from fleetlet.cli.main import main
 from fleetlet.cli.status import ago, format_status, timestamp
 from fleetlet.client import UnitReport
 from fleetlet.clock import ManualClock
@@ -22,6 +19,7 @@ from fleetlet.registry import MemoryRegistry
 from fleetlet.service.journal import MemoryJournal, format_entry
 from fleetlet.service.states import UnitStatus
 from fleetlet.units.model import UnitFile
+from tests.cli_rig import Fleetctl, cli, served
 
 A = "1a2b3c4d5e6f708192a3b4c5d6e7f809"
 HASH = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
@@ -42,9 +40,6 @@ RUNNING = UnitReport(
     container_id="4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c",
 )
 JOURNAL = ["Nov 26 23:10:01 fleetlet: Starting Hello World..."]
-
-Run = tuple[int, str, str]
-Fleetctl = Callable[..., Awaitable[Run]]
 
 
 @pytest.fixture
@@ -181,24 +176,13 @@ async def endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, journal: Mem
         await registry.put_unit("hello.service", hello, desired_state="launched")
         await registry.set_machine("hello.service", A)
         await registry.put_unit("stuck.service", stuck, desired_state="launched")
-        runner = web.AppRunner(fleet_v1_app(registry, view=view))
-        await runner.setup()
-        try:
-            await web.UnixSite(runner, str(tmp_path / "api.sock")).start()
-            yield f"unix://{tmp_path / 'api.sock'}"
-        finally:
-            await runner.cleanup()
+        async with served(fleet_v1_app(registry, view=view), tmp_path) as url:
+            yield url
 
 
 @pytest.fixture
 def fleetctl(endpoint: str, capsys: pytest.CaptureFixture[str]) -> Fleetctl:
-    async def run(*args: str) -> Run:
-        capsys.readouterr()
-        status = await anyio.to_thread.run_sync(main, [*args, "--endpoint", endpoint])
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-
-    return run
+    return cli(endpoint, capsys)
 
 
 def tail(journal: MemoryJournal, n: int) -> str:
