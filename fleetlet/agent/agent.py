@@ -38,6 +38,7 @@ from fleetlet.engine.engine import Engine
 from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.errors import FleetletError
 from fleetlet.events.hub import EventHub
+from fleetlet.events.journal_taps import JournalTaps
 from fleetlet.events.local_feeds import LeaderFeed, MachineFeed, PlacementFeed, StateFeed
 from fleetlet.events.registry_feed import RegistryFeed
 from fleetlet.exec.docker_runtime import DockerRuntime
@@ -181,14 +182,16 @@ class Agent:
         runtime = await self._resources.enter_async_context(DockerRuntime(config.docker_url or None))
         hub = self.events
         view = AgentView(machine, journal_dir, clock)
+        taps = JournalTaps(hub, view, config.machine_id, clock)
         close_api, self._address = await _start_api(
-            fleet_v1_app(registry, view=view, clock=clock, events=hub), config, self._resources
+            fleet_v1_app(registry, view=view, clock=clock, events=hub, journal_taps=taps), config, self._resources
         )
 
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
         MachineFeed(hub, machine).start()
+        await tg.start(taps.run)
         placement, states = PlacementFeed(hub), StateFeed(hub, config.machine_id)
         # Before the engine: its first decisions are events, told against what the feed has read.
         await tg.start(RegistryFeed(registry, hub, reasons=placement.reasons).run)

@@ -51,6 +51,10 @@ class AgentView:
             return FileJournal(self._journal_dir, unit, self._clock)  # opens its file only on a write: none comes
         return None
 
+    def journal_units(self) -> Sequence[str]:
+        """The loaded units: a journal an earlier run left on disk gets no new entries to follow."""
+        return [s.name for s in self.supervisor.statuses()] if self.supervisor is not None else []
+
     def unplaceable(self) -> Mapping[str, tuple[str, ...]]:
         return self.engine.unplaceable if self.engine is not None else _NO_REASONS
 

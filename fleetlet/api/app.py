@@ -21,6 +21,7 @@ from fleetlet.api.view import NodeView, StaticView
 from fleetlet.api.wire import error_json
 from fleetlet.clock import Clock, SystemClock
 from fleetlet.events.hub import EventHub
+from fleetlet.events.journal_taps import JournalTaps
 from fleetlet.registry.protocol import Registry
 from fleetlet.units.syntax import MAX_UNIT_FILE_BYTES
 
@@ -41,12 +42,14 @@ def fleet_v1_app(
     view: NodeView | None = None,
     clock: Clock | None = None,
     events: EventHub | None = None,
+    journal_taps: JournalTaps | None = None,
 ) -> web.Application:
     """The fleet v1 API over ``registry``; ``page_size`` units or states per page (fleet's 100 by default).
 
     ``view`` says what the API reports beyond the registry (machines, states, journals); by default, nothing.
     ``clock`` paces the checks a journal follower makes of its connection, and the event stream's heartbeats.
-    ``events`` is the hub ``/v1/events`` streams; without one, that resource answers 404.
+    ``events`` is the hub ``/v1/events`` streams; without one, that resource answers 404. ``journal_taps`` publish
+    the unit journals a subscriber asks for (``topic=journal:NAME``) into that hub; without them, asking is a 400.
     """
     view = view if view is not None else StaticView()
     ctx = ApiContext(registry, view, clock or SystemClock(), page_size or PAGE_SIZE)
@@ -59,7 +62,7 @@ def fleet_v1_app(
         app.add_routes(machines.routes(view, prefix))
     app.add_routes(status.routes(ctx, OWN_PREFIX))
     app.add_routes(journal.routes(ctx, followers, OWN_PREFIX))
-    app.add_routes(event_stream.routes(events, ctx.clock, followers, OWN_PREFIX))
+    app.add_routes(event_stream.routes(events, ctx.clock, followers, OWN_PREFIX, journal_taps))
     return app
 
 

@@ -5,6 +5,12 @@ live key, marked ``"snapshot": true``, at the current index), then a heartbeat t
 says the index it was taken at, then live events: list-then-watch in one request. ``topic=`` (repeatable:
 ``state``, ``state:hello_world@*``) and ``machine=ID`` filter both the snapshot and the live events.
 
+``topic=journal:NAME`` (a glob, or bare ``journal`` for every unit) asks for the entries of the journals of the
+matching units on this agent, one ``journal`` event each, in index order among the other events; no other request
+gets them, and they are never in a snapshot. A unit's journal is tapped (:mod:`fleetlet.events.journal_taps`)
+only while some connection asks for it, so an entry written while nobody did is no event, and a resumed stream
+has only the entries the hub still holds: a unit's history is at ``/v1/units/NAME/journal``.
+
 Every frame is one JSON document, a text message of the websocket or a line of NDJSON:
 
 - an event, as the hub encoded it once for every subscriber;
@@ -44,6 +50,7 @@ from fleetlet.api.requests import one_query_value
 from fleetlet.clock import Clock
 from fleetlet.events.filters import EventFilter, parse_filter
 from fleetlet.events.hub import EventHub, IndexTooOld, Subscription, TooSlow
+from fleetlet.events.journal_taps import JournalTaps
 from fleetlet.events.model import Event, error_json, heartbeat_json
 
 HEARTBEAT_SECONDS: Final = 5.0
@@ -59,13 +66,19 @@ TOO_SLOW_CLOSE: Final = 4008
 GOING_AWAY_CLOSE: Final = 1001
 NDJSON_TYPE: Final = "application/x-ndjson"
 NO_STREAM: Final = "no event stream on this endpoint"
+NO_JOURNAL: Final = "the journal topic is not available on this endpoint"
 NOT_A_STREAM: Final = "the event stream needs a websocket: upgrade the connection, or ask for format=ndjson"
 # Clients only listen; what little they send (pings, close) is small.
 _MAX_CLIENT_MESSAGE: Final = 64 * 1024
 
 
-def routes(hub: EventHub | None, clock: Clock, followers: Followers, prefix: str) -> list[web.RouteDef]:
-    """The stream of ``hub`` (None: a 404, for an API with no agent behind it); ``followers`` ends it on shutdown."""
+def routes(
+    hub: EventHub | None, clock: Clock, followers: Followers, prefix: str, journal_taps: JournalTaps | None = None
+) -> list[web.RouteDef]:
+    """The stream of ``hub`` (None: a 404, for an API with no agent behind it); ``followers`` ends it on shutdown.
+
+    ``journal_taps`` publish the journals a ``journal`` topic asks for into ``hub``; without them, asking is a 400.
+    """
 
     async def events(request: web.Request) -> web.StreamResponse:
         if hub is None:
@@ -76,6 +89,19 @@ def routes(hub: EventHub | None, clock: Clock, followers: Followers, prefix: str
         sink: _Sink = _NdjsonSink() if ndjson else _WebSocketSink()
         if not sink.can_prepare(request):
             raise APIError(400, NOT_A_STREAM)
+        journal_globs = event_filter.journal_globs
+        if not journal_globs:
+            return await stream(hub, request, after, event_filter, sink)
+        if journal_taps is None:
+            raise APIError(400, NO_JOURNAL)
+        # Tapped before the subscription starts, and for as long as it lasts: every entry written after the
+        # subscription's index is an event it gets.
+        async with journal_taps.tapping(journal_globs):
+            return await stream(hub, request, after, event_filter, sink)
+
+    async def stream(
+        hub: EventHub, request: web.Request, after: int | None, event_filter: EventFilter, sink: _Sink
+    ) -> web.StreamResponse:
         too_old: IndexTooOld | None = None
         snapshot: list[Event] | None = None
         try:

@@ -49,6 +49,10 @@ class NodeView(Protocol):
         """The journal of ``unit`` on the machine that runs it; None when no machine has one."""
         ...
 
+    def journal_units(self) -> Sequence[str]:
+        """The units whose journal is being written now, which a follower can follow: the units loaded here."""
+        ...
+
     def unplaceable(self) -> Mapping[str, tuple[str, ...]]:
         """Why each unit that should run has no machine, one reason per machine, as of the latest decision."""
         ...
@@ -79,6 +83,9 @@ class StaticView:
 
     def journal(self, unit: str) -> Journal | None:
         return self.journals.get(unit)
+
+    def journal_units(self) -> Sequence[str]:
+        return sorted(self.journals)
 
     def unplaceable(self) -> Mapping[str, tuple[str, ...]]:
         return self.reasons

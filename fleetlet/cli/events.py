@@ -5,6 +5,10 @@ One line per event, in local time::
     = 12:00:58 unit hello.service submitted
     12:01:01 schedule hello.service placed on 1a2b3c4d
     12:01:03 state hello.service@1a2b3c4d active/running (was activating/start)
+    12:01:03 journal hello.service[stdout]: Hello World
+
+A unit's journal entries come only with ``--topic journal:NAME`` (a glob), stamped with the entry's own time;
+only those written while the command runs: ``fleetlet journal NAME`` shows what came before.
 
 Without ``--index`` the stream begins with what exists (lines starting with ``=``: the snapshot), then changes.
 ``--json`` prints each event as the JSON document the stream carries, one a line (NDJSON). It runs until Ctrl-C;
@@ -42,7 +46,7 @@ def register(commands: Any) -> None:
         default=[],
         metavar="T",
         help="only this topic (unit, schedule, state, machine, leader), or its keys matching a glob: "
-        "state:hello*@* (repeatable)",
+        "state:hello*@* (repeatable); journal:NAME adds the journal entries of the units matching NAME",
     )
     parser.add_argument("--machine", metavar="ID", help="only the events that concern this machine (full ID)")
     parser.add_argument(
@@ -87,7 +91,7 @@ def format_event(event: Event, tz: tzinfo | None = None) -> str:
 
     Whatever the payload lacks is left out of the line, never an error: a newer agent may send other fields.
     """
-    clock = datetime.fromtimestamp(event.time, tz).strftime("%H:%M:%S")
+    clock = datetime.fromtimestamp(_moment(event), tz).strftime("%H:%M:%S")
     what = _DESCRIBE.get(event.topic, _generic)(event, event.payload)
     return f"{SNAPSHOT_MARK if event.snapshot else ''}{clock} {event.topic} {what}"
 
@@ -143,11 +147,33 @@ def _leader(event: Event, payload: Mapping[str, Any]) -> str:
     return _join(_short(_text(payload, "machineID")), event.type)
 
 
+def _journal(event: Event, payload: Mapping[str, Any]) -> str:
+    """journalctl's ``hello.service[stdout]: Hello World``; the supervisor's own lines as ``[fleetlet]``."""
+    name, stream = _text(payload, "name") or event.key, _text(payload, "stream")
+    return f"{name}{f'[{stream}]' if stream else ''}: {_text(payload, 'message')}"
+
+
+def _moment(event: Event) -> float:
+    """When it happened: a journal entry's own time (the event may come later), else the event's."""
+    if event.topic == "journal":
+        when = event.payload.get("time")
+        if isinstance(when, int | float) and not isinstance(when, bool):
+            return float(when)
+    return event.time
+
+
 def _generic(event: Event, payload: Mapping[str, Any]) -> str:
     return _join(event.key, event.type)
 
 
-_DESCRIBE: Final = {"unit": _unit, "schedule": _schedule, "state": _state, "machine": _machine, "leader": _leader}
+_DESCRIBE: Final = {
+    "unit": _unit,
+    "schedule": _schedule,
+    "state": _state,
+    "machine": _machine,
+    "leader": _leader,
+    "journal": _journal,
+}
 
 
 def _short(machine_id: str) -> str:

@@ -112,10 +112,11 @@ class UnitReport:
 class Event:
     """One change in the cluster, from the event stream (:meth:`Client.events`).
 
-    ``topic`` is ``unit``, ``schedule``, ``state``, ``machine`` or ``leader``; ``type`` says what happened
-    (``submitted``, ``placed``, ``changed``, ``joined``...); ``key`` names what changed: a unit, ``unit@machine``
-    for a state, a machine ID. ``payload`` holds what a consumer needs without a second request. A ``snapshot``
-    event describes what existed when the stream began, all of them at the ``index`` the changes continue after.
+    ``topic`` is ``unit``, ``schedule``, ``state``, ``machine``, ``leader``, or ``journal`` when asked for by name;
+    ``type`` says what happened (``submitted``, ``placed``, ``changed``, ``joined``, ``entry``...); ``key`` names what
+    changed: a unit, ``unit@machine`` for a state, a machine ID. ``payload`` holds what a consumer needs without a
+    second request. A ``snapshot`` event describes what existed when the stream began, all of them at the ``index``
+    the changes continue after.
     """
 
     index: int

@@ -4,6 +4,9 @@ the path.Match rules unit globs use everywhere else), repeatable, and ``?machine
 Topics are ORed; a machine narrows every topic to the events that concern that machine: its own ``machine``
 events, states on it, units placed on it or moved away from it, and its leadership. Events that concern no machine
 (``unit`` events) are left out when a machine is given.
+
+The ``journal`` topic is not part of "every topic": only a filter that names it (``journal:hello.service``,
+``journal:web*``, or ``journal`` for every unit) lets journal entries through.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fleetlet.events.model import TOPICS, Event, Topic
+from fleetlet.events.model import EXPLICIT_TOPICS, TOPICS, Event, Topic
 from fleetlet.units.globs import compile_glob, glob_matches
+
+_KNOWN_TOPICS: tuple[Topic, ...] = (*TOPICS, *EXPLICIT_TOPICS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +31,21 @@ class TopicFilter:
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
-    topics: tuple[TopicFilter, ...] = ()  # none: every topic
+    topics: tuple[TopicFilter, ...] = ()  # none: every topic but the explicit ones
     machine: str = ""  # "": every machine
 
     def matches(self, event: Event) -> bool:
-        if self.topics and not any(t.matches(event) for t in self.topics):
+        if self.topics:
+            if not any(t.matches(event) for t in self.topics):
+                return False
+        elif event.topic in EXPLICIT_TOPICS:
             return False
         return not self.machine or self.machine in _machines_of(event)
+
+    @property
+    def journal_globs(self) -> tuple[str, ...]:
+        """The unit globs whose journals the filter asks for ("*" for a bare ``journal``); () when none."""
+        return tuple(t.key_glob or "*" for t in self.topics if t.topic == "journal")
 
 
 def parse_filter(topics: Iterable[str], machine: str = "") -> EventFilter:
@@ -40,8 +53,8 @@ def parse_filter(topics: Iterable[str], machine: str = "") -> EventFilter:
     parsed: list[TopicFilter] = []
     for value in topics:
         topic, _, glob = value.partition(":")
-        if topic not in TOPICS:
-            raise ValueError(f"unknown topic {topic!r}: expected one of {', '.join(TOPICS)}")
+        if topic not in _KNOWN_TOPICS:
+            raise ValueError(f"unknown topic {topic!r}: expected one of {', '.join(_KNOWN_TOPICS)}")
         if glob:
             try:
                 compile_glob(glob)

@@ -9,6 +9,10 @@ Topics and their types:
   ``unit@machine``, so that one unit on several machines is several keys.
 - ``machine``: ``joined``, ``metadata-changed``, ``suspect``, ``dead``, ``left``; key: the machine ID.
 - ``leader``: ``elected``, ``lost``; key: ``leader``.
+- ``journal``: ``entry`` -- one new entry of a unit's journal on this machine (payload ``name``, ``machineID``,
+  ``stream``, ``message`` and the entry's own ``time``); key: the unit. Only for a subscriber that names the
+  topic (:data:`EXPLICIT_TOPICS`): a stream of every topic would otherwise carry every line every unit prints.
+  Never in a snapshot: an entry is a happening, not something that exists.
 
 An event is immutable and its JSON is encoded once, however many subscribers receive it. Events a client gets
 first, describing what already exists, are marked ``"snapshot": true`` and carry the index the live events
@@ -23,8 +27,12 @@ from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 
-Topic: TypeAlias = Literal["unit", "schedule", "state", "machine", "leader"]
+Topic: TypeAlias = Literal["unit", "schedule", "state", "machine", "leader", "journal"]
+# Every topic: what a subscriber that names none gets, and what snapshots are made of.
 TOPICS: Final[tuple[Topic, ...]] = ("unit", "schedule", "state", "machine", "leader")
+# Topics a subscriber gets only by naming them.
+EXPLICIT_TOPICS: Final[tuple[Topic, ...]] = ("journal",)
+JOURNAL_ENTRY: Final = "entry"
 LEADER_KEY: Final = "leader"
 
 

@@ -22,16 +22,22 @@ from fleetlet.api.events import (
     CLOSE_TIMEOUT_SECONDS,
     HEARTBEAT_SECONDS,
     INDEX_TOO_OLD_CLOSE,
+    NO_JOURNAL,
     NOT_A_STREAM,
     TOO_SLOW_CLOSE,
     WRITE_TIMEOUT_SECONDS,
 )
+from fleetlet.api.view import StaticView
 from fleetlet.clock import ManualClock
 from fleetlet.events.hub import EventHub
+from fleetlet.events.journal_taps import JournalTaps
 from fleetlet.events.model import Event, state_key
 from fleetlet.registry import MemoryRegistry
+from fleetlet.service.journal import Journal, MemoryJournal
 
 FIRST = 1000  # the index the hub's first event follows
+M1 = "1a2b3c4d5e6f70819293a4b5c6d7e8f9"
+KNOWN_TOPICS = "unit, schedule, state, machine, leader, journal"
 E = "/v1/events"
 EPOCH = ManualClock().time()
 
@@ -51,15 +57,24 @@ class Api:
     hub: EventHub
     handled: list[str]  # the event requests whose handler has returned, by query string
     returned: anyio.Event  # set each time one has
+    taps: JournalTaps | None = None
 
     async def ws(self, query: str = "") -> aiohttp.ClientWebSocketResponse:
         return await self.client.ws_connect(f"{E}?{query}" if query else E)
 
 
 @asynccontextmanager
-async def serve(tmp_path: Path, *, hub: bool = True, capacity: int = 1000, max_lag: int = 100) -> AsyncIterator[Api]:
+async def serve(
+    tmp_path: Path,
+    *,
+    hub: bool = True,
+    capacity: int = 1000,
+    max_lag: int = 100,
+    journals: dict[str, Journal] | None = None,  # given: the stream has journal taps over these
+) -> AsyncIterator[Api]:
     clock = ManualClock()
     event_hub = EventHub(clock, capacity=capacity, max_lag=max_lag, first_index=FIRST)
+    taps = JournalTaps(event_hub, StaticView(journals=journals), M1, clock) if journals is not None else None
     handled: list[str] = []
     returned = anyio.Event()
 
@@ -72,18 +87,21 @@ async def serve(tmp_path: Path, *, hub: bool = True, capacity: int = 1000, max_l
                 handled.append(request.query_string)
                 returned.set()
 
-    async with MemoryRegistry(ManualClock()) as registry:
-        app = fleet_v1_app(registry, clock=clock, events=event_hub if hub else None)
+    async with MemoryRegistry(ManualClock()) as registry, anyio.create_task_group() as tg:
+        app = fleet_v1_app(registry, clock=clock, events=event_hub if hub else None, journal_taps=taps)
         app.middlewares.append(record)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         try:
+            if taps is not None:
+                await tg.start(taps.run)
             await web.UnixSite(runner, str(tmp_path / "api.sock")).start()
             connector = aiohttp.UnixConnector(str(tmp_path / "api.sock"))
             async with aiohttp.ClientSession("http://localhost", connector=connector) as client:
-                yield Api(client, runner, clock, event_hub, handled, returned)
+                yield Api(client, runner, clock, event_hub, handled, returned, taps)
         finally:
             await runner.cleanup()
+            tg.cancel_scope.cancel()
 
 
 def submitted(hub: EventHub, name: str) -> Event:
@@ -144,8 +162,8 @@ def error(code: int, message: str) -> Frame:
         ("index=-1", "index must be a non-negative integer, not '-1'"),
         ("index=", "index must be a non-negative integer, not ''"),
         ("index=1&index=2", "too many values for index"),
-        ("topic=units", "unknown topic 'units': expected one of unit, schedule, state, machine, leader"),
-        ("topic=state&topic=bogus:x", "unknown topic 'bogus': expected one of unit, schedule, state, machine, leader"),
+        ("topic=units", f"unknown topic 'units': expected one of {KNOWN_TOPICS}"),
+        ("topic=state&topic=bogus:x", f"unknown topic 'bogus': expected one of {KNOWN_TOPICS}"),
         ("machine=a&machine=b", "too many values for machine"),
         ("format=json", "format must be ndjson, or absent for a websocket, not 'json'"),
     ],
@@ -579,3 +597,120 @@ async def test_the_servers_shutdown_closes_every_stream_at_once(tmp_path: Path) 
             assert sorted(api.handled) == ["", f"format=ndjson&index={FIRST}"]
             # The websocket is told to go away; the NDJSON answer ends as an answer ends, not cut.
             assert ends == [([], 1001, "server shutting down"), b""]
+
+
+# --- the journal topic -------------------------------------------------------------------------------------------
+
+
+def journal_frame(index: int, unit: str, message: str, at: float = 0.0) -> Frame:
+    payload = {"name": unit, "machineID": M1, "stream": "stdout", "message": message, "time": EPOCH + at}
+    return {"index": index, "time": EPOCH + at, "topic": "journal", "type": "entry", "key": unit, "payload": payload}
+
+
+def two_journals() -> dict[str, MemoryJournal]:
+    clock = ManualClock()  # the journals' own: the entries are stamped at EPOCH
+    return {"a.service": MemoryJournal("a.service", clock), "b.service": MemoryJournal("b.service", clock)}
+
+
+@pytest.mark.anyio
+async def test_a_stream_that_does_not_ask_for_the_journal_never_gets_it(tmp_path: Path) -> None:
+    journals = two_journals()
+    async with serve(tmp_path, journals=dict(journals)) as api:
+        every, units = await api.ws(), await api.ws("topic=unit&topic=state")
+        assert await receive(every) == await receive(units) == [heartbeat(FIRST)]
+        journals["a.service"].write("nobody asked", "stdout")
+        event = submitted(api.hub, "c.service")
+        assert await receive(every) == await receive(units) == [doc(event)]
+        assert api.taps is not None
+        assert api.taps.tapped == frozenset()
+        assert api.hub.last_index == FIRST + 1  # the entry was no event at all
+        await every.close()
+        await units.close()
+
+
+@pytest.mark.anyio
+async def test_asking_for_a_units_journal_gets_its_entries_among_the_other_events(tmp_path: Path) -> None:
+    journals = two_journals()
+    async with serve(tmp_path, journals=dict(journals)) as api:
+        ws = await api.ws("topic=journal:a.service&topic=unit")
+        assert await receive(ws) == [heartbeat(FIRST)]  # journal entries are never in a snapshot
+        journals["b.service"].write("not asked for", "stdout")
+        journals["a.service"].write("Hello World", "stdout")
+        # b's entry was no event: nobody asked for b.
+        assert await receive(ws) == [journal_frame(FIRST + 1, "a.service", "Hello World")]
+        event = submitted(api.hub, "c.service")
+        journals["a.service"].write("again", "stdout")
+        assert await receive(ws, 2) == [doc(event), journal_frame(FIRST + 3, "a.service", "again")]
+        await ws.close()
+
+
+@pytest.mark.anyio
+async def test_two_streams_share_one_tap_which_stops_when_both_are_gone(tmp_path: Path) -> None:
+    journals = two_journals()
+    async with serve(tmp_path, journals=dict(journals)) as api:
+        first = await api.ws("topic=journal:a.service")
+        second = await api.ws("topic=journal:*")
+        assert api.taps is not None
+        assert api.taps.tapped == {"a.service", "b.service"}
+        assert await receive(first) == await receive(second) == [heartbeat(FIRST)]
+        journals["a.service"].write("once", "stdout")
+        assert await receive(first) == await receive(second) == [journal_frame(FIRST + 1, "a.service", "once")]
+        await second.close()
+        with anyio.fail_after(5):
+            await api.returned.wait()
+        await anyio.wait_all_tasks_blocked()
+        assert api.taps.tapped == {"a.service"}
+        await first.close()
+        with anyio.fail_after(5):
+            while len(api.handled) < 2:
+                await anyio.wait_all_tasks_blocked()
+        await anyio.wait_all_tasks_blocked()
+        assert api.taps.tapped == frozenset()
+        journals["a.service"].write("nobody listens", "stdout")
+        await anyio.wait_all_tasks_blocked()
+        assert api.hub.last_index == FIRST + 1
+
+
+@pytest.mark.anyio
+async def test_a_journal_stream_resumes_after_an_index_with_no_gap_and_no_duplicate(tmp_path: Path) -> None:
+    journals = two_journals()
+    async with serve(tmp_path, journals=dict(journals)) as api:
+        query = "topic=journal:a.service&topic=unit"
+        ws = await api.ws(query)
+        # Another subscriber keeps the tap open while the first one is away.
+        keeper = await api.ws("topic=journal:a*")
+        assert await receive(ws) == await receive(keeper) == [heartbeat(FIRST)]
+        journals["a.service"].write("one", "stdout")
+        (got,) = await receive(ws)
+        assert await receive(keeper) == [got]
+        await ws.close()
+        missed = submitted(api.hub, "c.service")
+        journals["a.service"].write("two", "stdout")
+        assert await receive(keeper) == [journal_frame(FIRST + 3, "a.service", "two")]
+        ws = await api.ws(f"{query}&index={got['index']}")
+        assert await receive(ws, 2) == [doc(missed), journal_frame(FIRST + 3, "a.service", "two")]
+        await ws.close()
+        await keeper.close()
+
+
+@pytest.mark.anyio
+async def test_the_journal_topic_comes_as_ndjson_too(tmp_path: Path) -> None:
+    journals = two_journals()
+    async with serve(tmp_path, journals=dict(journals)) as api:
+        resp = await api.client.get(f"{E}?format=ndjson&topic=journal:b*")
+        with anyio.fail_after(5):
+            assert orjson.loads(await resp.content.readline()) == heartbeat(FIRST)
+            journals["b.service"].write("line", "stdout")
+            assert orjson.loads(await resp.content.readline()) == journal_frame(FIRST + 1, "b.service", "line")
+        resp.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("topic", ["journal", "journal:a.service", "unit&topic=journal:*"])
+async def test_an_endpoint_without_journal_taps_refuses_the_journal_topic(topic: str, tmp_path: Path) -> None:
+    async with serve(tmp_path) as api:
+        resp = await api.client.get(f"{E}?format=ndjson&topic={topic}")
+        assert (resp.status, orjson.loads(await resp.read())) == (400, error(400, NO_JOURNAL))
+        with pytest.raises(aiohttp.WSServerHandshakeError) as failed:
+            await api.ws(f"topic={topic}")
+        assert failed.value.status == 400

@@ -49,6 +49,7 @@ def event(topic: str, type_: str, key: str, payload: dict[str, Any], *, snapshot
 
 HELLO = "hello.service"
 STATE = {"name": HELLO, "machineID": M1, "load": "loaded", "active": "active", "sub": "running", "result": "success"}
+JOURNAL = {"name": HELLO, "machineID": M1, "stream": "stdout", "message": "Hello World"}
 WAS = {"load": "loaded", "active": "activating", "sub": "start", "result": "success"}
 
 
@@ -114,7 +115,16 @@ WAS = {"load": "loaded", "active": "activating", "sub": "start", "result": "succ
         (event("machine", "dead", M1, {"id": M1}), "08:01:03 machine 1a2b3c4d dead"),
         (event("leader", "elected", "leader", {"machineID": M1}), "08:01:03 leader 1a2b3c4d elected"),
         (event("leader", "lost", "leader", {}), "08:01:03 leader lost"),
-        (event("journal", "line", HELLO, {"text": "hi"}), "08:01:03 journal hello.service line"),
+        (event("other", "line", HELLO, {"text": "hi"}), "08:01:03 other hello.service line"),
+        (
+            event("journal", "entry", HELLO, {**JOURNAL, "time": T - 2}),  # printed at the entry's own time
+            "08:01:01 journal hello.service[stdout]: Hello World",
+        ),
+        (
+            event("journal", "entry", HELLO, {**JOURNAL, "stream": "fleetlet", "message": "Started hello.service."}),
+            "08:01:03 journal hello.service[fleetlet]: Started hello.service.",
+        ),
+        (event("journal", "entry", HELLO, {"time": "soon", "message": "x"}), "08:01:03 journal hello.service: x"),
         (
             event("unit", "submitted", HELLO, {"name": HELLO}, snapshot=True),
             "= 08:01:03 unit hello.service submitted",
@@ -125,7 +135,7 @@ def test_one_readable_line_per_event(given: Event, line: str) -> None:
     assert format_event(given, UTC) == line
 
 
-@pytest.mark.parametrize("topic", ["unit", "schedule", "state", "machine", "leader", "other"])
+@pytest.mark.parametrize("topic", ["unit", "schedule", "state", "machine", "leader", "journal", "other"])
 @pytest.mark.parametrize("type_", ["submitted", "desired-state-changed", "replaced", "placed", "moved", "unplaced"])
 @pytest.mark.parametrize(
     "payload",
@@ -133,6 +143,7 @@ def test_one_readable_line_per_event(given: Event, line: str) -> None:
         {},
         {"name": 1, "machineID": None, "previous": "x", "metadata": ["a"], "reasons": "r", "hash": 5, "load": {}},
         {"previous": {"active": 3}, "metadata": {"k": 1}, "reasons": [None, "only this"]},
+        {"time": True, "stream": 2, "message": None},
     ],
 )
 def test_a_payload_missing_or_mistyping_fields_still_gives_a_line(topic: str, type_: str, payload: Any) -> None:
@@ -295,7 +306,8 @@ async def test_an_index_already_lost_is_one_line_and_exit_1(api: Api, fleetctl: 
 async def test_a_topic_the_agent_does_not_know_is_its_error(fleetctl: Any) -> None:
     status, out, err = await fleetctl("events", "--topic", "units")
     assert (status, out) == (1, "")
-    assert err == "Error: unknown topic 'units': expected one of unit, schedule, state, machine, leader (HTTP 400)\n"
+    known = "unit, schedule, state, machine, leader, journal"
+    assert err == f"Error: unknown topic 'units': expected one of {known} (HTTP 400)\n"
 
 
 @pytest.mark.anyio
