@@ -50,7 +50,7 @@ def parse_into(data: str | bytes, report: Report) -> UnitFile | None:
         if line[:1] in ("#", ";"):
             continue
         if continued is not None:
-            line = (continued + line).rstrip(_WHITESPACE)
+            line = (continued + line).strip(_WHITESPACE)  # a lone backslash leaves only the joining space
             number = continued_from
             continued = None
         if line.endswith("\\") and _ends_in_unescaped_backslash(line):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fleetlet.errors import UnitFileError
@@ -203,6 +203,7 @@ unit_like_text = st.lists(
 
 @settings(max_examples=400)
 @given(st.one_of(unit_like_text, st.text()))
+@example("[Unit]\n\\\n9=")  # a line holding only a backslash: the key it continues into has no leading space
 def test_any_text_parses_or_raises_unit_file_error(text: str) -> None:
     try:
         unit = parse(text, "fuzz.service")
