@@ -393,3 +393,40 @@ async def test_a_server_that_is_not_fleetlet_is_an_unexpected_response(tmp_path:
         await runner.cleanup()
     assert isinstance(failure, UnexpectedResponse)
     assert failure.status == 200
+
+
+@pytest.mark.anyio
+async def test_a_message_of_several_events_is_yielded_event_by_event_and_an_error_after_them(tmp_path: Path) -> None:
+    """The server batches the events it takes at once into one message, a JSON document a line."""
+    events = [
+        b'{"index":11,"time":1.0,"topic":"unit","type":"submitted","key":"a.service","payload":{}}',
+        b'{"index":12,"time":2.0,"topic":"unit","type":"submitted","key":"b.service","payload":{}}',
+        b'{"type":"heartbeat","index":13,"time":3.0}',
+        b'{"type":"error","code":"index-too-old","message":"gone","index":13}',
+    ]
+
+    async def stream(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_frame(b"\n".join(events), aiohttp.WSMsgType.TEXT)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/events", stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.UnixSite(runner, str(tmp_path / "api.sock")).start()
+        seen: list[str] = []
+
+        async def consume() -> None:
+            async with Client(f"unix://{tmp_path / 'api.sock'}") as fleet, aclosing(fleet.events(index=10)) as events:
+                async for event in events:
+                    seen.append(event.key)
+
+        with pytest.raises(EventsLost):
+            await consume()
+    finally:
+        await runner.cleanup()
+    assert seen == ["a.service", "b.service"]
