@@ -67,8 +67,10 @@ def status_json(
 
 def routes(ctx: ApiContext, prefix: str) -> list[web.RouteDef]:
     async def unit_status(request: web.Request) -> web.Response:
-        record = await existing_unit(ctx.registry, request.match_info["name"])
-        entry = (await ctx.registry.schedule()).entries.get(record.name)
+        registry = ctx.registry
+        record = await existing_unit(registry, request.match_info["name"])
+        # As GET /units/NAME: asked after the unit was read, so the schedule is at least as recent as the unit.
+        entry = (await ctx.schedules.at(registry, await registry.revision())).entries.get(record.name)
         view = ctx.view
         index = state_index(s for s in view.states() if s.name == record.name)
         doc = status_json(

@@ -221,3 +221,17 @@ async def test_status_of_a_unit_not_in_the_registry_is_a_404() -> None:
             404,
             {"error": {"code": 404, "message": "resource not found"}},
         )
+
+
+@pytest.mark.anyio
+async def test_status_follows_the_schedule_after_every_write() -> None:
+    """The schedule is kept between requests while the registry's revision stands still: a move must show."""
+    async with MemoryRegistry(ManualClock()) as registry:
+        await registry.put_unit("hello.service", HELLO, desired_state="launched")
+        await registry.set_machine("hello.service", A)
+        async with TestClient(TestServer(fleet_v1_app(registry, view=StaticView()))) as client:
+            assert (await get(client, "/v1/units/hello.service/status"))[1]["machineID"] == A
+            await registry.set_machine("hello.service", B)
+            assert (await get(client, "/v1/units/hello.service/status"))[1]["machineID"] == B
+            await registry.clear_machine("hello.service")
+            assert "machineID" not in (await get(client, "/v1/units/hello.service/status"))[1]
