@@ -11,7 +11,9 @@ gets them, and they are never in a snapshot. A unit's journal is tapped (:mod:`f
 only while some connection asks for it, so an entry written while nobody did is no event, and a resumed stream
 has only the entries the hub still holds: a unit's history is at ``/v1/units/NAME/journal``.
 
-Every frame is one JSON document, a text message of the websocket or a line of NDJSON:
+Every frame is one JSON document on a line of its own: a websocket text message holds one or more frames (the
+events taken from the hub at once, so a busy stream costs one message per batch, not per event), and NDJSON is a
+stream of them. A client splits each message on newlines. The frames:
 
 - an event, as the hub encoded it once for every subscriber;
 - a heartbeat ``{"type":"heartbeat","index","time"}`` every :data:`HEARTBEAT_SECONDS`: it keeps an idle
@@ -182,7 +184,9 @@ class _Sink(Protocol):
 
 
 class _WebSocketSink:
-    frames_per_write = 1  # one message per event
+    # Every event taken at once in one message, a JSON document a line: with hundreds of subscribers, one message
+    # per event costs the server (and each client) a frame and a send per event, which is what saturates first.
+    frames_per_write = BATCH
     tells_close = True
 
     def __init__(self) -> None:
@@ -200,8 +204,7 @@ class _WebSocketSink:
         await self._ws.prepare(request)
 
     async def send(self, frames: Sequence[bytes]) -> None:
-        for frame in frames:
-            await self._ws.send_frame(frame, WSMsgType.TEXT)
+        await self._ws.send_frame(b"\n".join(frames), WSMsgType.TEXT)
 
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code=code, message=reason.encode())

@@ -51,7 +51,8 @@ async def event_stream(
             async with _event_socket(transport, query, position.index) as ws:
                 connected = True
                 while True:
-                    yield await _next_event(ws, position, endpoint)
+                    for event in await _next_events(ws, position, endpoint):
+                        yield event
         except _StartOver:
             continue  # the server no longer has what came since: a fresh snapshot, at once
         except EndpointUnreachable:
@@ -83,6 +84,7 @@ class Position:
         self.index = index
         self.snapshots = index is None  # begun without an index: may start over with a snapshot
         self.frames = 0
+        self.pending: Exception | None = None  # an error frame that followed events in one message
 
     def take(self, doc: dict[str, Any], endpoint: str) -> Event | None:
         """The event of a frame, or None for a heartbeat; an error frame raised as what it means."""
@@ -110,21 +112,38 @@ class Position:
         raise UnexpectedResponse(endpoint, 101, f"unknown event stream frame: {_one_line(doc)}")
 
 
-async def _next_event(ws: aiohttp.ClientWebSocketResponse, position: Position, endpoint: str) -> Event:
-    """The next event of the stream, heartbeats taken in passing; EndpointUnreachable when the stream ends."""
+async def _next_events(ws: aiohttp.ClientWebSocketResponse, position: Position, endpoint: str) -> list[Event]:
+    """The events of the stream's next message (one or more, a JSON document a line), heartbeats taken in passing.
+
+    EndpointUnreachable when the stream ends. A frame that ends the stream (an error) after events of the same
+    message is raised at the next call, once those events are yielded.
+    """
+    if position.pending is not None:
+        pending, position.pending = position.pending, None
+        raise pending
     while True:
         try:
             msg = await ws.receive(timeout=EVENTS_SILENCE)
         except TimeoutError:
             raise EndpointUnreachable(endpoint, f"no heartbeat from the event stream for {EVENTS_SILENCE:g}s") from None
         if msg.type is aiohttp.WSMsgType.TEXT:
-            try:
-                doc = orjson.loads(msg.data)
-            except orjson.JSONDecodeError:
-                raise UnexpectedResponse(endpoint, 101, "an event stream frame is not JSON") from None
-            event = position.take(as_object(doc, endpoint), endpoint)
-            if event is not None:
-                return event
+            events: list[Event] = []
+            for line in msg.data.splitlines():
+                try:
+                    doc = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    raise UnexpectedResponse(endpoint, 101, "an event stream frame is not JSON") from None
+                try:
+                    event = position.take(as_object(doc, endpoint), endpoint)
+                except Exception as exc:
+                    if not events:
+                        raise
+                    position.pending = exc
+                    return events
+                if event is not None:
+                    events.append(event)
+            if events:
+                return events
         elif msg.type is aiohttp.WSMsgType.BINARY:
             raise UnexpectedResponse(endpoint, 101, "an event stream frame is binary")
         else:  # closed, by the server (shutting down, say) or the network
