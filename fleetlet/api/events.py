@@ -307,7 +307,6 @@ class _Feed:
         self._sent = subscription.index  # while writing: the index of the last event handed to the transport
         self._writing_since: float | None = None
         self._heartbeat_due = False
-        self._waiting: anyio.CancelScope | None = None  # the pump's wait for events: cancelled to wake it
         self._watching = anyio.CancelScope()  # the watcher's: it only sleeps, so it may be cancelled
         self._pump_done = anyio.Event()
         self._reader_done = anyio.Event()
@@ -334,8 +333,7 @@ class _Feed:
         self.ended = ended
         self.resume_index = self._sent if self._writing_since is not None else self._subscription.index
         self._stopped.set()
-        if self._waiting is not None:
-            self._waiting.cancel()
+        self._subscription.nudge()  # the pump, if it waits for events, looks again
 
     async def _last_words(self) -> None:
         if self.ended is _End.TOO_SLOW:
@@ -357,14 +355,13 @@ class _Feed:
                     self._heartbeat_due = False
                     await self._heartbeat()
                 if self._stopped.is_set():
-                    return  # checked last thing before the wait: a stop from now on cancels it
-                events: list[Event] = []
-                with anyio.CancelScope() as self._waiting:
-                    # Cancelled only while waiting for a publish, before the next poll: nothing taken is lost.
-                    events = await self._subscription.next_batch(BATCH)
-                self._waiting = None
-                if events:
-                    await self._write(events, self._subscription.index)
+                    return  # checked last thing before the wait: a stop from now on nudges it
+                events = self._subscription.poll(BATCH)
+                if not events:
+                    # Woken by a publish, or nudged by a stop or a heartbeat due: either way, look again.
+                    await self._subscription.wait()
+                    continue
+                await self._write(events, self._subscription.index)
         except TooSlow:  # the ring dropped events it had not taken
             self._stop(_End.TOO_SLOW)
         except ConnectionError:
@@ -419,8 +416,7 @@ class _Feed:
             self._stop(_End.TOO_SLOW)
             return
         self._heartbeat_due = True
-        if self._waiting is not None:
-            self._waiting.cancel()
+        self._subscription.nudge()
 
     async def _read_until_closed(self) -> None:
         try:

@@ -34,6 +34,11 @@ class EventFilter:
     topics: tuple[TopicFilter, ...] = ()  # none: every topic but the explicit ones
     machine: str = ""  # "": every machine
 
+    @property
+    def everything(self) -> bool:
+        """Whether it lets every event through but those of the topics one must ask for by name."""
+        return not self.topics and not self.machine
+
     def matches(self, event: Event) -> bool:
         if self.topics:
             if not any(t.matches(event) for t in self.topics):

@@ -27,7 +27,7 @@ import anyio
 
 from fleetlet.clock import Clock
 from fleetlet.events.filters import EventFilter
-from fleetlet.events.model import TOPICS, Event, Topic
+from fleetlet.events.model import EXPLICIT_TOPICS, TOPICS, Event, Topic
 
 DEFAULT_CAPACITY: Final = 65_536  # events kept for resumption: minutes of a busy cluster
 DEFAULT_MAX_LAG: Final = 4_096  # events a subscriber may fall behind before it is too slow
@@ -64,7 +64,9 @@ class EventHub:
         # The index of the last event published: the next one is one more.
         self._index = first_index if first_index > 0 else int(clock.time() * 1_000_000)
         self._live: dict[tuple[Topic, str], Event] = {}
-        self._published = anyio.Event()
+        # Subscriptions waiting for the next event, each on its own anyio.Event: a publish wakes them, and one of
+        # them can be woken alone (Subscription.nudge) without waking the others.
+        self._waiting: dict[Subscription, None] = {}
 
     @property
     def last_index(self) -> int:
@@ -84,8 +86,10 @@ class EventHub:
             self._live.pop((topic, key), None)
         else:
             self._live[(topic, key)] = event
-        self._published.set()
-        self._published = anyio.Event()
+        if self._waiting:
+            waiting, self._waiting = self._waiting, {}
+            for subscription in waiting:
+                subscription._wake()
         return event
 
     def remember(self, topic: Topic, type_: str, key: str, payload: Mapping[str, Any]) -> None:
@@ -130,13 +134,15 @@ class EventHub:
 class Subscription:
     """One subscriber's cursor into the hub. Use from one task."""
 
-    __slots__ = ("_checked_lag", "_filter", "_hub", "index")
+    __slots__ = ("_checked_lag", "_filter", "_hub", "_nudged", "_ready", "index")
 
     def __init__(self, hub: EventHub, after: int, event_filter: EventFilter) -> None:
         self._hub = hub
         self._filter = event_filter
         self.index = after  # the last index taken, matching or not: where a client resumes
         self._checked_lag: int | None = None
+        self._ready: anyio.Event | None = None  # while waiting: set by the next publish or a nudge
+        self._nudged = False
 
     @property
     def lag(self) -> int:
@@ -159,14 +165,42 @@ class Subscription:
         if not taken:
             return []
         self.index = taken[-1].index
+        if self._filter.everything:
+            return [e for e in taken if e.topic not in EXPLICIT_TOPICS]  # no call per event: the common case
         return [e for e in taken if self._filter.matches(e)]
 
     async def next_batch(self, limit: int = 256) -> list[Event]:
         """The next matching events, waiting until there is at least one."""
         while True:
-            published = self._hub._published
             found = self.poll(limit)
             if found:
                 return found
             if self.lag == 0:
-                await published.wait()
+                await self.wait()
+
+    async def wait(self) -> None:
+        """Return once an event may follow the cursor, or when nudged (:meth:`nudge`); at once if one already does.
+
+        The way to wait that a task can be woken from without cancelling it (a cancellation could land in a write
+        that follows), and with no cancel scope: hundreds of subscribers wait after every batch.
+        """
+        if self.lag > 0 or self._nudged:
+            self._nudged = False
+            return
+        ready = self._ready = anyio.Event()
+        self._hub._waiting[self] = None
+        try:
+            await ready.wait()
+        finally:
+            self._ready = None
+            self._hub._waiting.pop(self, None)
+            self._nudged = False
+
+    def nudge(self) -> None:
+        """Wake :meth:`wait` now, or make the next call return at once."""
+        self._nudged = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._ready is not None:
+            self._ready.set()

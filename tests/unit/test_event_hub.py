@@ -8,7 +8,7 @@ import pytest
 
 from fleetlet.clock import ManualClock
 from fleetlet.events.filters import EventFilter, parse_filter
-from fleetlet.events.hub import EventHub, IndexTooOld, TooSlow
+from fleetlet.events.hub import EventHub, IndexTooOld, Subscription, TooSlow
 from fleetlet.events.model import Event, state_key
 
 pytestmark = pytest.mark.anyio
@@ -197,3 +197,27 @@ async def test_next_batch_waits_for_a_matching_event() -> None:
         assert got == []
         state = h.publish("state", "changed", state_key("a.service", M1), {})
     assert got == [state]
+
+
+async def test_wait_returns_on_a_publish_or_a_nudge_and_a_nudge_before_the_wait_is_kept() -> None:
+    h = hub()
+    sub, other = h.subscribe(), h.subscribe()
+    woken: list[str] = []
+
+    async def wait(s: Subscription, name: str) -> None:
+        await s.wait()
+        woken.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait, sub, "sub")
+        tg.start_soon(wait, other, "other")
+        await anyio.wait_all_tasks_blocked()
+        sub.nudge()  # wakes that one alone
+        await anyio.wait_all_tasks_blocked()
+        assert woken == ["sub"]
+        h.publish("unit", "submitted", "a.service", {})
+    assert woken == ["sub", "other"]
+    other.poll()
+    other.nudge()  # nobody waits yet: the next wait returns at once
+    with anyio.fail_after(1):
+        await other.wait()
