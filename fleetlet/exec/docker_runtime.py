@@ -191,10 +191,15 @@ class DockerRuntime:
                 pass
 
     async def remove(self, container: str, *, force: bool = False, volumes: bool = False) -> None:
+        """Remove the container; one whose removal is already under way (``--rm`` as it ends) counts as removed."""
         params = {"force": _flag(force), "v": _flag(volumes)}
-        with engine_errors(container=container):
-            async with self._request("DELETE", f"containers/{container}", params=params):
-                pass
+        try:
+            with engine_errors(container=container):
+                async with self._request("DELETE", f"containers/{container}", params=params):
+                    pass
+        except RuntimeFailure as exc:
+            if exc.status != 409 or "already in progress" not in str(exc):
+                raise
 
     async def inspect(self, container: str) -> ContainerState:
         return _state(await self.inspect_raw(container))
