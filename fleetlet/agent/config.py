@@ -40,16 +40,18 @@ from pathlib import Path
 from typing import Any, Final
 
 from fleetlet.agent.agent import REGISTRY_NAME, AgentConfig, MetadataSource
+from fleetlet.agent.setting_names import (
+    CONFIG_VARIABLE,
+    DEFAULT_LISTEN,
+    SETTINGS,
+    flag_name,
+    variable_name,
+)
 from fleetlet.errors import FleetletError
 from fleetlet.exec.docker_runtime import DEFAULT_HOST
 
 log = logging.getLogger("fleetlet.agent")
 
-DEFAULT_LISTEN: Final = "127.0.0.1:49153"
-CONFIG_VARIABLE: Final = "FLEETLET_CONFIG"
-ENV_PREFIX: Final = "FLEETLET_"
-# The settings in the order a user meets them: the file's keys; flags and variables derive from them.
-SETTINGS: Final = ("listen", "state_dir", "machine_id", "metadata", "public_ip", "docker_host", "registry", "purge")
 # Schemes of the registries still to come, refused with a promise rather than "unknown".
 _ETCD_SCHEMES: Final = frozenset({"etcd", "http", "https"})
 _TOML_POSITION = re.compile(r"^(?P<message>.*) \(at (?:line (?P<line>\d+), column (?P<column>\d+)|end of document)\)$")
@@ -78,14 +80,6 @@ class Settings:
     docker_host: str | None = None
     registry: Path | None = None  # relative: in the state directory
     purge: bool | None = None
-
-
-def flag_name(setting: str) -> str:
-    return "--" + setting.replace("_", "-")
-
-
-def variable_name(setting: str) -> str:
-    return ENV_PREFIX + setting.upper()
 
 
 # --- one value, from text ------------------------------------------------------------------------------------------

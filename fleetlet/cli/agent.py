@@ -14,17 +14,12 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Final
+from typing import Any
 
 # The agent's modules (its configuration's among them) bring the Docker client, the scheduler and the registry
 # backends: about 100 ms that every command would pay at start to build its parser. They are imported when the
-# agent runs; the parser repeats the two facts it needs of its configuration, and a test holds them equal.
-DEFAULT_LISTEN: Final = "127.0.0.1:49153"
-
-
-def flag_name(setting: str) -> str:
-    return "--" + setting.replace("_", "-")
-
+# agent runs; the parser needs only the settings' names.
+from fleetlet.agent.setting_names import DEFAULT_LISTEN, flag_name
 
 # Flag: (metavar, help). Defaults are None so that a flag not given leaves the setting to the other layers.
 _FLAGS: dict[str, tuple[str, str]] = {

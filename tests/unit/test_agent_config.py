@@ -12,8 +12,6 @@ import pytest
 
 from fleetlet.agent.agent import AgentConfig
 from fleetlet.agent.config import (
-    DEFAULT_LISTEN,
-    SETTINGS,
     ConfigError,
     MetadataPinned,
     MetadataReloader,
@@ -26,8 +24,8 @@ from fleetlet.agent.config import (
     merge,
     parse_file,
     read_file,
-    variable_name,
 )
+from fleetlet.agent.setting_names import DEFAULT_LISTEN, SETTINGS, variable_name
 from fleetlet.cli.main import main
 from fleetlet.exec.docker_runtime import DEFAULT_HOST
 from fleetlet.units.check import load_unit

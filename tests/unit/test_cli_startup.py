@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from fleetlet.agent import config
-from fleetlet.cli import agent as agent_command
+from fleetlet.agent.setting_names import DEFAULT_LISTEN
 from fleetlet.cli.main import main
 
 # What `fleetlet agent` and `fleetlet run` need, and no other command does.
@@ -26,16 +25,10 @@ def test_building_the_command_line_imports_neither_the_agent_nor_docker() -> Non
     assert loaded.strip() == ""
 
 
-def test_the_agent_commands_copies_of_its_configuration_agree_with_it() -> None:
-    assert agent_command.DEFAULT_LISTEN == config.DEFAULT_LISTEN
-    for setting in ("listen", "state_dir", "machine_id", "docker_host"):
-        assert agent_command.flag_name(setting) == config.flag_name(setting)
-
-
 def test_the_agents_help_names_its_default_address(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["agent", "--help"])
     assert exit_info.value.code == 0
     help_text = " ".join(capsys.readouterr().out.split())
-    assert f"(default: {config.DEFAULT_LISTEN})" in help_text
+    assert f"(default: {DEFAULT_LISTEN})" in help_text
     assert "--state-dir DIR" in help_text
