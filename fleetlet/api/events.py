@@ -48,7 +48,7 @@ from aiohttp import WSMsgType, hdrs, web
 
 from fleetlet.api.errors import APIError
 from fleetlet.api.journal import Followers
-from fleetlet.api.requests import one_query_value
+from fleetlet.api.requests import non_negative_int, one_query_value
 from fleetlet.clock import Clock
 from fleetlet.events.filters import EventFilter, parse_filter
 from fleetlet.events.hub import EventHub, IndexTooOld, Subscription, TooSlow
@@ -128,13 +128,7 @@ def parse_index(request: web.Request) -> int | None:
     """The index to resume after; None when absent; APIError 400 when not a non-negative integer."""
     if "index" not in request.query:
         return None
-    text = one_query_value(request, "index")
-    try:
-        if text.isascii() and text.isdigit():
-            return int(text)
-    except ValueError:  # more digits than Python converts
-        pass
-    raise APIError(400, f"index must be a non-negative integer, not {text!r}")
+    return non_negative_int("index", one_query_value(request, "index"))
 
 
 def parse_format(text: str) -> bool:

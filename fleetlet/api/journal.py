@@ -21,7 +21,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from fleetlet.api.context import ApiContext
 from fleetlet.api.errors import APIError
-from fleetlet.api.requests import existing_unit, one_query_value
+from fleetlet.api.requests import existing_unit, non_negative_int, one_query_value
 from fleetlet.clock import Clock
 from fleetlet.service.journal import Journal, JournalEntry, format_entry
 
@@ -60,7 +60,7 @@ class Followers:
 
 def routes(ctx: ApiContext, followers: Followers, prefix: str) -> list[web.RouteDef]:
     async def journal(request: web.Request) -> web.StreamResponse:
-        lines = parse_lines(one_query_value(request, "lines", str(DEFAULT_LINES)))
+        lines = non_negative_int("lines", one_query_value(request, "lines", str(DEFAULT_LINES)))
         follow = parse_follow(one_query_value(request, "follow"))
         name = (await existing_unit(ctx.registry, request.match_info["name"])).name
         found = ctx.view.journal(name)
@@ -78,16 +78,6 @@ def routes(ctx: ApiContext, followers: Followers, prefix: str) -> list[web.Route
         return response
 
     return [web.get(f"{prefix}/units/{{name}}/journal", journal)]
-
-
-def parse_lines(text: str) -> int:
-    """A non-negative number of entries; APIError 400 otherwise."""
-    try:
-        if text.isascii() and text.isdigit():
-            return int(text)
-    except ValueError:  # more digits than Python converts
-        pass
-    raise APIError(400, f"lines must be a non-negative integer, not {text!r}")
 
 
 def parse_follow(text: str) -> bool:

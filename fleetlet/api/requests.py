@@ -1,4 +1,4 @@
-"""What several handlers do with a request: read one query value, check the body's type, find the named unit."""
+"""What several handlers do with a request: read one query value or a count, check the body's type, find the unit."""
 
 from __future__ import annotations
 
@@ -24,6 +24,16 @@ def one_query_value(request: web.Request, key: str, default: str = "") -> str:
     if len(values) > 1:
         raise APIError(400, f"too many values for {key}")
     return values[0] if values else default
+
+
+def non_negative_int(key: str, text: str) -> int:
+    """A query value that counts something (lines, an index); APIError 400 naming ``key`` otherwise."""
+    try:
+        if text.isascii() and text.isdigit():
+            return int(text)
+    except ValueError:  # more digits than Python converts
+        pass
+    raise APIError(400, f"{key} must be a non-negative integer, not {text!r}")
 
 
 def check_content_type(request: web.Request) -> None:
