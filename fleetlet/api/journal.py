@@ -33,7 +33,7 @@ _FOLLOW = {"1": True, "true": True, "0": False, "false": False, "": False}
 
 
 class Followers:
-    """The journal streams being served, so that the server's shutdown can end them."""
+    """The streams being served (journals followed, event streams), so that the server's shutdown can end them."""
 
     def __init__(self) -> None:
         self._scopes: set[anyio.CancelScope] = set()
