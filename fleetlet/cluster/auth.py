@@ -1,0 +1,62 @@
+"""Proving knowledge of the cluster key without sending it: an HMAC challenge and response, both ways.
+
+Each side of a gossip connection sends a fresh random nonce; each then proves it holds the key by the HMAC-SHA256
+of both nonces, its role and its machine ID. A recorded proof is worthless on another connection (the nonces
+differ), a listener's proof cannot be replayed as a dialer's (the role is in it), and a member that lacks the key
+learns nothing it could use. Without a key, the proofs are empty and a member with a key refuses such a peer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+from typing import Final, Literal
+
+from fleetlet.cluster.errors import BAD_KEY, NO_KEY
+from fleetlet.errors import FleetletError
+
+Role = Literal["dialer", "listener"]
+MIN_KEY_BYTES: Final = 16
+_CONTEXT: Final = b"fleetlet-gossip/1"
+
+
+class ClusterKeyError(FleetletError):
+    """The cluster key file cannot be used: its message is one line for the user."""
+
+
+def load_key(path: Path) -> bytes:
+    """The key in ``path`` (surrounding whitespace ignored, so ``openssl rand -hex 32 > key`` works)."""
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise ClusterKeyError(f"cannot read the cluster key {path}: {exc.strerror or exc}") from exc
+    if len(key) < MIN_KEY_BYTES:
+        raise ClusterKeyError(
+            f"cluster key {path} is too short: {len(key)} bytes, at least {MIN_KEY_BYTES}"
+            " (make one with: openssl rand -hex 32)"
+        )
+    return key
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def prove(key: bytes | None, role: Role, machine_id: str, own_nonce: str, peer_nonce: str) -> str:
+    """This side's proof for one connection; empty without a key."""
+    if key is None:
+        return ""
+    message = b"\n".join(x.encode() for x in (role, machine_id, own_nonce, peer_nonce))
+    return hmac.new(key, _CONTEXT + b"\n" + message, hashlib.sha256).hexdigest()
+
+
+def check(key: bytes | None, role: Role, machine_id: str, peer_nonce: str, own_nonce: str, proof: str) -> str | None:
+    """Whether the peer (of ``role``) proved the key; None if it did, else the refusal code of errors."""
+    if key is None:
+        return None if not proof else BAD_KEY
+    if not proof:
+        return NO_KEY
+    expected = prove(key, role, machine_id, peer_nonce, own_nonce)
+    return None if hmac.compare_digest(expected, proof) else BAD_KEY

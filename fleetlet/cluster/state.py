@@ -1,0 +1,204 @@
+"""What the cluster knows of its members: versioned key/value state per member, reconciled in Scuttlebutt's way.
+
+Every member owns one small map (its machine record, its heartbeat counter, the states of its units, whether it
+is leaving) and is the only writer of it. Each write takes the next *version* of that member, so a member's state
+is summed up by one number, its highest version: a *digest* is that number for every member a node knows. Two
+nodes exchanging digests learn exactly which entries the other lacks (those of a higher version than its digest
+says) and send only those, oldest first, so that a truncated message still leaves the receiver with a prefix of
+versions and a correct digest (van Renesse et al., "Efficient Reconciliation and Flow Control for Anti-Entropy
+Protocols", 2008).
+
+Versions restart when an agent restarts, so a member's state also carries its *generation* (the agent's start time
+in microseconds, as Cassandra does): a newer generation replaces everything known of the member, an older one is
+ignored. A member removed from the view after it died is *forgotten* at its generation: peers that still hold it
+would otherwise gossip it straight back.
+
+This module does no I/O and knows no time; :mod:`fleetlet.cluster.gossiper` drives it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+# The digest of one member: (generation, highest version).
+Version: TypeAlias = tuple[int, int]
+Digest: TypeAlias = Mapping[str, Version]
+
+# Entries sent in one message at most: bounds a message when a node joins a large cluster; the rest follows in
+# the next rounds, in version order.
+DEFAULT_MAX_ENTRIES: Final = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One key of a member's state; ``value`` None is a tombstone (the key was deleted)."""
+
+    value: Any
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """Entries of one member's state, in increasing version, as they travel between nodes."""
+
+    member: str
+    generation: int
+    entries: tuple[tuple[str, Entry], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A key of a member that changed here by applying deltas (``previous`` None: the key is new)."""
+
+    member: str
+    key: str
+    value: Any
+    previous: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """A member seen with a new generation (it restarted): everything known of it before is gone."""
+
+    member: str
+    generation: int
+    previous_generation: int | None
+
+
+class MemberState:
+    """One member's map: its generation, its entries, and the highest version among them."""
+
+    __slots__ = ("entries", "generation", "max_version")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.entries: dict[str, Entry] = {}
+        self.max_version = 0
+
+    def get(self, key: str) -> Any:
+        entry = self.entries.get(key)
+        return None if entry is None else entry.value
+
+    def newer_than(self, version: int) -> list[tuple[str, Entry]]:
+        """Entries written after ``version``, oldest first."""
+        newer = [(key, entry) for key, entry in self.entries.items() if entry.version > version]
+        newer.sort(key=lambda item: item[1].version)
+        return newer
+
+
+class ClusterState:
+    """Every member's state as this node knows it, its own included (``local_id``, written only here)."""
+
+    def __init__(self, local_id: str, generation: int) -> None:
+        self.local_id = local_id
+        self._members: dict[str, MemberState] = {local_id: MemberState(generation)}
+        self._forgotten: dict[str, int] = {}  # member -> the generation forgotten, and every older one
+
+    @property
+    def local(self) -> MemberState:
+        return self._members[self.local_id]
+
+    def members(self) -> Mapping[str, MemberState]:
+        return self._members
+
+    def get(self, member: str) -> MemberState | None:
+        return self._members.get(member)
+
+    # --- the local member's writes -----------------------------------------------------------------------------
+
+    def set_local(self, key: str, value: Any) -> bool:
+        """Write a key of this node's own state under the next version; False when the value is already that."""
+        local = self.local
+        current = local.entries.get(key)
+        if current is not None and current.value == value:
+            return False
+        if current is None and value is None:
+            return False  # deleting what never was
+        local.max_version += 1
+        local.entries[key] = Entry(value, local.max_version)
+        return True
+
+    # --- reconciliation ----------------------------------------------------------------------------------------
+
+    def digest(self) -> dict[str, Version]:
+        return {member: (state.generation, state.max_version) for member, state in self._members.items()}
+
+    def deltas_for(self, remote: Digest, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> list[Delta]:
+        """What a node with digest ``remote`` lacks of what this node knows, at most ``max_entries`` entries.
+
+        Members the remote knows least about go first (Scuttlebutt's "scuttle depth" order: the largest number
+        of missing versions), so a bounded message spends itself where it helps most.
+        """
+        wanted: list[tuple[int, str, MemberState, int]] = []
+        for member, state in self._members.items():
+            known = remote.get(member)
+            if known is not None and known[0] > state.generation:
+                continue  # the remote has a newer incarnation of it: it will tell us
+            since = known[1] if known is not None and known[0] == state.generation else 0
+            if state.max_version > since:
+                wanted.append((state.max_version - since, member, state, since))
+        wanted.sort(key=lambda item: (-item[0], item[1]))
+        deltas: list[Delta] = []
+        budget = max_entries
+        for _, member, state, since in wanted:
+            if budget <= 0:
+                break
+            entries = state.newer_than(since)[:budget]
+            budget -= len(entries)
+            deltas.append(Delta(member, state.generation, tuple(entries)))
+        return deltas
+
+    def apply(self, deltas: Iterable[Delta]) -> tuple[list[Reset], list[Update]]:
+        """Take in what a peer sent: newer generations replace, newer versions overwrite, the rest is ignored.
+
+        The local member's own state is never taken from a peer: deltas about it are old news of this node, or
+        another node claiming its ID, which :meth:`claims_local` tells apart.
+        """
+        resets: list[Reset] = []
+        updates: list[Update] = []
+        for delta in deltas:
+            member = delta.member
+            if member == self.local_id or self._forgotten.get(member, -1) >= delta.generation:
+                continue
+            state = self._members.get(member)
+            if state is None or delta.generation > state.generation:
+                resets.append(Reset(member, delta.generation, None if state is None else state.generation))
+                state = self._members[member] = MemberState(delta.generation)
+            elif delta.generation < state.generation:
+                continue
+            for key, entry in delta.entries:
+                current = state.entries.get(key)
+                if current is not None and current.version >= entry.version:
+                    continue
+                state.entries[key] = entry
+                if entry.version > state.max_version:
+                    state.max_version = entry.version
+                previous = None if current is None else current.value
+                if previous != entry.value:
+                    updates.append(Update(member, key, entry.value, previous))
+        return resets, updates
+
+    def claims_local(self, deltas: Iterable[Delta]) -> int | None:
+        """The generation of another node that gossips under this node's ID, if these deltas carry one.
+
+        This node's own state comes back from peers with its own generation; any other generation is a second
+        agent started with the same machine ID (or this agent's previous run, which is older and harmless).
+        """
+        own = self.local.generation
+        for delta in deltas:
+            if delta.member == self.local_id and delta.generation > own:
+                return delta.generation
+        return None
+
+    def forget(self, member: str) -> None:
+        """Drop a member from the view for good (it died long ago or left): only a newer generation brings it back."""
+        if member == self.local_id:
+            return
+        state = self._members.pop(member, None)
+        if state is not None:
+            self._forgotten[member] = max(state.generation, self._forgotten.get(member, -1))
+
+    def forgotten(self) -> Mapping[str, int]:
+        return self._forgotten

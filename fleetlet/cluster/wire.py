@@ -1,0 +1,187 @@
+"""Gossip messages and their JSON (orjson) form; decoding checks every field, since peers are not trusted.
+
+A connection starts with a handshake, then carries exchanges:
+
+- ``hello`` (dialer → listener): who dials (``id``, ``generation``, ``address``), its agent ``version`` and a
+  fresh ``nonce``;
+- ``welcome`` (listener): who answers, its own ``nonce`` and ``proof`` of the cluster key; or ``refuse`` with a
+  ``code`` and a ``message`` (:mod:`fleetlet.cluster.errors`), after which the listener closes;
+- ``proof`` (dialer): its proof of the key; answered ``ready`` or ``refuse``;
+- ``syn`` (dialer): its digest; ``ack`` (listener): the deltas the dialer lacks and the listener's digest;
+  ``ack2`` (dialer): the deltas the listener lacks. Three messages, and each side has what the other knew.
+
+Deltas travel as ``[member, generation, [[key, version, value], ...]]``; digests as ``{member: [generation,
+version]}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import orjson
+
+from fleetlet.cluster.errors import ProtocolError
+from fleetlet.cluster.state import Delta, Digest, Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    id: str
+    generation: int
+    address: str
+    nonce: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    id: str
+    generation: int
+    nonce: str = ""
+    proof: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    proof: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Syn:
+    digest: Digest
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    digest: Digest
+    deltas: Sequence[Delta]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack2:
+    deltas: Sequence[Delta]
+
+
+Message: TypeAlias = Hello | Welcome | Proof | Ready | Refuse | Syn | Ack | Ack2
+
+
+def encode(message: Message) -> bytes:
+    doc: dict[str, Any]
+    match message:
+        case Hello():
+            doc = {"type": "hello", "id": message.id, "generation": message.generation, "address": message.address}
+            doc |= {"nonce": message.nonce, "version": message.version}
+        case Welcome():
+            doc = {"type": "welcome", "id": message.id, "generation": message.generation}
+            doc |= {"nonce": message.nonce, "proof": message.proof}
+        case Proof():
+            doc = {"type": "proof", "proof": message.proof}
+        case Ready():
+            doc = {"type": "ready"}
+        case Refuse():
+            doc = {"type": "refuse", "code": message.code, "message": message.message}
+        case Syn():
+            doc = {"type": "syn", "digest": _digest_doc(message.digest)}
+        case Ack():
+            doc = {"type": "ack", "digest": _digest_doc(message.digest), "deltas": _deltas_doc(message.deltas)}
+        case Ack2():
+            doc = {"type": "ack2", "deltas": _deltas_doc(message.deltas)}
+    return orjson.dumps(doc)
+
+
+def decode(data: bytes | str) -> Message:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ProtocolError("a message must be a JSON object")
+    kind = doc.get("type")
+    if kind == "hello":
+        return Hello(_str(doc, "id"), _int(doc, "generation"), _str(doc, "address"), _str(doc, "nonce"),
+                     _str(doc, "version"))  # fmt: skip
+    if kind == "welcome":
+        return Welcome(_str(doc, "id"), _int(doc, "generation"), _str(doc, "nonce"), _str(doc, "proof"))
+    if kind == "proof":
+        return Proof(_str(doc, "proof"))
+    if kind == "ready":
+        return Ready()
+    if kind == "refuse":
+        return Refuse(_str(doc, "code"), _str(doc, "message"))
+    if kind == "syn":
+        return Syn(_digest(doc.get("digest")))
+    if kind == "ack":
+        return Ack(_digest(doc.get("digest")), _deltas(doc.get("deltas")))
+    if kind == "ack2":
+        return Ack2(_deltas(doc.get("deltas")))
+    raise ProtocolError(f"unknown message type {kind!r}")
+
+
+def _digest_doc(digest: Digest) -> dict[str, list[int]]:
+    return {member: [generation, version] for member, (generation, version) in digest.items()}
+
+
+def _deltas_doc(deltas: Sequence[Delta]) -> list[Any]:
+    return [[d.member, d.generation, [[key, entry.version, entry.value] for key, entry in d.entries]] for d in deltas]
+
+
+def _str(doc: Mapping[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(f"{key!r} must be a string")
+    return value
+
+
+def _int(doc: Mapping[str, Any], key: str) -> int:
+    value = doc.get(key)
+    if not _is_int(value):
+        raise ProtocolError(f"{key!r} must be an integer")
+    assert isinstance(value, int)
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _digest(doc: object) -> dict[str, tuple[int, int]]:
+    if not isinstance(doc, dict):
+        raise ProtocolError("a digest must be an object")
+    digest: dict[str, tuple[int, int]] = {}
+    for member, pair in doc.items():
+        if not (isinstance(pair, list) and len(pair) == 2 and _is_int(pair[0]) and _is_int(pair[1])):
+            raise ProtocolError(f"digest of {member!r} must be [generation, version]")
+        digest[member] = (pair[0], pair[1])
+    return digest
+
+
+def _deltas(doc: object) -> list[Delta]:
+    if not isinstance(doc, list):
+        raise ProtocolError("deltas must be a list")
+    deltas: list[Delta] = []
+    for item in doc:
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and _is_int(item[1])):
+            raise ProtocolError("a delta must be [member, generation, entries]")
+        member, generation, raw = item
+        if not isinstance(raw, list):
+            raise ProtocolError(f"entries of {member!r} must be a list")
+        entries: list[tuple[str, Entry]] = []
+        for entry in raw:
+            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and _is_int(entry[1])):
+                raise ProtocolError(f"an entry of {member!r} must be [key, version, value]")
+            entries.append((entry[0], Entry(entry[2], entry[1])))
+        deltas.append(Delta(member, generation, tuple(entries)))
+    return deltas
