@@ -3,7 +3,8 @@
 Each side of a gossip connection sends a fresh random nonce; each then proves it holds the key by the HMAC-SHA256
 of both nonces, its role and its machine ID. A recorded proof is worthless on another connection (the nonces
 differ), a listener's proof cannot be replayed as a dialer's (the role is in it), and a member that lacks the key
-learns nothing it could use. Without a key, the proofs are empty and a member with a key refuses such a peer.
+learns nothing it could use. Without a key, the proofs are empty and a member with a key refuses such a peer,
+telling it why.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ def prove(key: bytes | None, role: Role, machine_id: str, own_nonce: str, peer_n
 
 
 def check(key: bytes | None, role: Role, machine_id: str, peer_nonce: str, own_nonce: str, proof: str) -> str | None:
-    """Whether the peer (of ``role``) proved the key; None if it did, else the refusal code of errors."""
+    """Whether the peer (of ``role``) proved the key; None if it did, else the refusal code of errors.
+
+    A member without a key checks nothing: a peer that has one refuses it, which says more than this side could.
+    """
     if key is None:
-        return None if not proof else BAD_KEY
+        return None
     if not proof:
         return NO_KEY
     expected = prove(key, role, machine_id, peer_nonce, own_nonce)

@@ -133,7 +133,7 @@ async def serve(channel: Channel, listener: Listener, key: bytes | None) -> None
 def _key_problem(code: str, peer: str) -> str:
     if code == NO_KEY:
         return f"machine {peer} did not prove the cluster key (started without --cluster-key?)"
-    return f"machine {peer} has a different cluster key, or this member has none"
+    return f"machine {peer} proved a different cluster key"
 
 
 async def _refuse(channel: Channel, code: str, message: str) -> None:

@@ -119,7 +119,11 @@ class MemoryNetwork:
         ours = MemoryChannel(self, local, remote, to_remote, from_remote)
         theirs = MemoryChannel(self, remote, local, to_local, from_local)
         self._tg.start_soon(self._serve, theirs, listener, listener_key)
-        return await gossip_channel.dial(ours, hello, key)
+        try:
+            return await gossip_channel.dial(ours, hello, key)
+        except BaseException:
+            await ours.aclose()
+            raise
 
     @staticmethod
     async def _serve(channel: MemoryChannel, listener: Listener, key: bytes | None) -> None:

@@ -1,0 +1,307 @@
+"""Gossip members on the in-memory network and a ManualClock: joining, spreading, failure detection, refusals.
+
+No sleeps: ``rounds(n)`` advances the clock one gossip interval at a time and lets every task run until blocked,
+so each assertion is about an exact number of rounds of virtual time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import TaskGroup
+
+from fleetlet.clock import ManualClock
+from fleetlet.cluster.errors import DuplicateMachineId, GossipRefused
+from fleetlet.cluster.gossiper import Gossiper, GossipSettings
+from fleetlet.cluster.membership import MembershipEvent, Status
+from fleetlet.cluster.memory_network import MemoryNetwork
+from fleetlet.cluster.records import MachineRecord
+
+SETTINGS = GossipSettings()
+KEY = b"k" * 32
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Member:
+    gossiper: Gossiper
+    scope: anyio.CancelScope
+    events: list[MembershipEvent] = field(default_factory=list)
+    unit_states: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    def seen(self, kind: str) -> list[str]:
+        return [event.member for event in self.events if event.type == kind]
+
+
+@dataclass
+class Rig:
+    clock: ManualClock
+    network: MemoryNetwork
+    tg: TaskGroup
+    members: dict[str, Member] = field(default_factory=dict)
+    seed: int = 0
+
+    async def start(
+        self,
+        machine_id: str,
+        *,
+        seeds: tuple[str, ...] = ("mem://a",),
+        key: bytes | None = None,
+        address: str | None = None,
+        metadata: dict[str, str] | None = None,
+        join: bool = True,
+    ) -> Member:
+        address = address or f"mem://{machine_id}"
+        record = MachineRecord(machine_id, address, metadata=metadata or {})
+        events: list[MembershipEvent] = []
+        states: list[tuple[str, str, Any]] = []
+        self.seed += 1
+        gossiper = Gossiper(
+            record,
+            self.network.dialer(address, key),
+            self.clock,
+            settings=SETTINGS,
+            seeds=seeds,
+            generation=int(self.clock.monotonic() * 1000) + self.seed,
+            rng=random.Random(self.seed),
+            on_event=events.append,
+            on_unit_state=lambda member, unit, state: states.append((member, unit, state)),
+        )
+        self.network.attach(address, gossiper, key)
+        if join:
+            await gossiper.join()
+        scope = anyio.CancelScope()
+
+        async def run(*, task_status: Any) -> None:
+            with scope:
+                await gossiper.run(task_status=task_status)
+
+        await self.tg.start(run)
+        member = Member(gossiper, scope, events, states)
+        self.members[address] = member
+        return member
+
+    def kill(self, member: Member) -> None:
+        """As kill -9: gone from the network at once, no goodbye."""
+        self.network.detach(member.gossiper.record.address)
+        member.scope.cancel()
+
+    async def rounds(self, n: int) -> None:
+        for _ in range(n):
+            self.clock.advance(SETTINGS.interval)
+            await self.clock.settle()
+
+
+@asynccontextmanager
+async def cluster() -> AsyncIterator[Rig]:
+    clock = ManualClock()
+    async with MemoryNetwork() as network, anyio.create_task_group() as tg:
+        rig = Rig(clock, network, tg)
+        yield rig
+        tg.cancel_scope.cancel()
+
+
+def view(member: Member) -> dict[str, Status]:
+    return {record.id: status for record, status in member.gossiper.membership.members()}
+
+
+@pytest.mark.anyio
+async def test_members_joining_through_one_seed_all_see_each_other() -> None:
+    async with cluster() as rig:
+        a = await rig.start("a", seeds=())
+        b = await rig.start("b")
+        c = await rig.start("c")
+        assert "a" in view(b)  # joining is one exchange with the seed
+        await rig.rounds(3)
+        for member in (a, b, c):
+            assert view(member) == {"a": Status.ALIVE, "b": Status.ALIVE, "c": Status.ALIVE}
+        assert sorted(a.seen("joined")) == ["b", "c"]
+        assert sorted(c.seen("joined")) == ["a", "b"]
+
+
+@pytest.mark.anyio
+async def test_a_metadata_change_spreads_as_one_event_per_member() -> None:
+    async with cluster() as rig:
+        a = await rig.start("a", seeds=(), metadata={"zone": "z1"})
+        b = await rig.start("b")
+        c = await rig.start("c")
+        await rig.rounds(3)
+        a.gossiper.set_record(MachineRecord("a", "mem://a", metadata={"zone": "z2"}))
+        await rig.rounds(3)
+        for member in (b, c):
+            assert member.seen("metadata-changed") == ["a"]
+            record = member.gossiper.membership.record("a")
+            assert record is not None
+            assert dict(record.metadata) == {"zone": "z2"}
+
+
+@pytest.mark.anyio
+async def test_a_killed_member_is_suspect_then_dead_then_removed_and_no_longer_placeable() -> None:
+    async with cluster() as rig:
+        a = await rig.start("a", seeds=())
+        b = await rig.start("b")
+        c = await rig.start("c")
+        await rig.rounds(20)  # enough heartbeats for the detector to know their pace
+        rig.kill(c)
+        killed_at = rig.clock.monotonic()
+        dead_at: dict[str, float] = {}
+        while len(dead_at) < 2:
+            await rig.rounds(1)
+            for name, member in (("a", a), ("b", b)):
+                if "c" in member.seen("dead") and name not in dead_at:
+                    dead_at[name] = rig.clock.monotonic() - killed_at
+            assert rig.clock.monotonic() - killed_at < 10, "never declared dead"
+        for member in (a, b):
+            assert member.seen("suspect") == ["c"]
+            assert [r.id for r in member.gossiper.placeable()] == sorted(
+                ["a", "b"], key=lambda x: x != member.gossiper.id
+            )
+        # Defaults: suspect after about a second of silence, dead one suspect_timeout later.
+        assert all(1.6 <= t <= 2.6 for t in dead_at.values()), dead_at
+        await rig.rounds(int(SETTINGS.forget_after / SETTINGS.interval) + 1)
+        for member in (a, b):
+            assert member.seen("removed") == ["c"]
+            assert "c" not in view(member)
+            assert "c" not in member.gossiper.state.digest()
+
+
+@pytest.mark.anyio
+async def test_a_partition_makes_a_member_suspect_and_healing_refutes_it() -> None:
+    async with cluster() as rig:
+        a = await rig.start("a", seeds=())
+        b = await rig.start("b")
+        await rig.rounds(20)
+        rig.network.partition("mem://a", "mem://b")
+        for _ in range(20):
+            await rig.rounds(1)
+            if "b" in a.seen("suspect"):
+                break
+        assert view(a)["b"] is Status.SUSPECT
+        rig.network.partition("mem://a", "mem://b", cut=False)
+        await rig.rounds(2)
+        assert view(a)["b"] is Status.ALIVE
+        assert a.seen("alive") == ["b"]
+        assert a.seen("dead") == []
+
+
+@pytest.mark.anyio
+async def test_a_dead_member_that_restarts_joins_again_with_a_new_generation() -> None:
+    async with cluster() as rig:
+        a = await rig.start("a", seeds=())
+        b = await rig.start("b")
+        await rig.rounds(20)
+        rig.kill(b)
+        await rig.rounds(20)
+        assert view(a)["b"] is Status.DEAD
+        restarted = await rig.start("b")
+        await rig.rounds(2)
+        assert view(a)["b"] is Status.ALIVE
+        assert a.seen("joined") == ["b", "b"]
+        state = a.gossiper.state.get("b")
+        assert state is not None
+        assert state.generation == restarted.gossiper.generation
+
+
+@pytest.mark.anyio
+async def test_a_member_that_leaves_is_left_at_once_not_suspected() -> None:
+    async with cluster() as rig:
+        a = await rig.start("a", seeds=())
+        b = await rig.start("b")
+        c = await rig.start("c")
+        await rig.rounds(5)
+        await c.gossiper.leave()
+        rig.kill(c)
+        await rig.rounds(3)
+        for member in (a, b):
+            assert view(member)["c"] is Status.LEFT
+            assert member.seen("left") == ["c"]
+            assert member.seen("suspect") == []
+            assert "c" not in [r.id for r in member.gossiper.placeable()]
+
+
+@pytest.mark.anyio
+async def test_unit_states_spread_and_tombstones_remove_them() -> None:
+    async with cluster() as rig:
+        a = await rig.start("a", seeds=())
+        b = await rig.start("b")
+        await rig.rounds(2)
+        a.gossiper.set_unit_state("hello.service", {"active": "active", "sub": "running"})
+        await rig.rounds(2)
+        assert b.unit_states == [("a", "hello.service", {"active": "active", "sub": "running"})]
+        assert list(b.gossiper.unit_states()) == [("a", "hello.service", {"active": "active", "sub": "running"})]
+        a.gossiper.set_unit_state("hello.service", None)
+        await rig.rounds(2)
+        assert b.unit_states[-1] == ("a", "hello.service", None)
+        assert list(b.gossiper.unit_states()) == []
+
+
+@pytest.mark.anyio
+async def test_a_second_member_with_a_live_members_id_is_refused_on_both_sides(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, "fleetlet.cluster")
+    async with cluster() as rig:
+        await rig.start("a", seeds=())
+        b = await rig.start("b")
+        await rig.rounds(5)
+        with pytest.raises(DuplicateMachineId, match="already used by the live member at mem://b") as refused:
+            await rig.start("b", address="mem://b2")
+        assert refused.value.machine_id == "b"
+        assert any("refused gossip from machine b at mem://b2" in r.getMessage() for r in caplog.records)
+        assert view(b)["b"] is Status.ALIVE
+
+
+@pytest.mark.anyio
+async def test_a_member_with_its_own_id_at_the_seed_itself_is_refused() -> None:
+    async with cluster() as rig:
+        await rig.start("a", seeds=())
+        with pytest.raises(DuplicateMachineId, match="machine ID a is already used by the member at mem://a"):
+            await rig.start("a", address="mem://a2")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("joiner_key", "code"), [(None, "no-key"), (b"w" * 32, "bad-key")], ids=["without-key", "wrong-key"]
+)
+async def test_the_cluster_key_keeps_out_a_peer_that_cannot_prove_it(
+    joiner_key: bytes | None, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, "fleetlet.cluster")
+    async with cluster() as rig:
+        a = await rig.start("a", seeds=(), key=KEY)
+        good = await rig.start("b", key=KEY)
+        assert "a" in view(good)
+        with pytest.raises(GossipRefused) as refused:
+            await rig.start("c", key=joiner_key)
+        await rig.rounds(5)
+        assert "c" not in view(a)
+        assert refused.value.code == code
+        # The member with the right key logs the failed connection too, whichever side spoke first.
+        assert any("machine c at mem://c" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+
+
+@pytest.mark.anyio
+async def test_fifty_members_converge_within_a_few_rounds_of_a_change() -> None:
+    async with cluster() as rig:
+        members = [await rig.start("m00", seeds=())]
+        for i in range(1, 50):
+            members.append(await rig.start(f"m{i:02d}", seeds=("mem://m00",)))
+        await rig.rounds(10)
+        assert all(len(view(m)) == 50 for m in members)
+        members[17].gossiper.set_record(MachineRecord("m17", "mem://m17", metadata={"disk": "ssd"}))
+        for spent in range(1, 11):
+            await rig.rounds(1)
+            if all(m.seen("metadata-changed") == ["m17"] for m in members if m is not members[17]):
+                break
+        assert spent <= 6, f"took {spent} rounds"
