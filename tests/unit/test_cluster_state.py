@@ -115,11 +115,11 @@ def test_any_exchanges_converge_to_every_owners_state(
                 if a is not b:
                     b.apply(a.deltas_for(b.digest()))
     for node in order:
-        for owner in order:
-            mine = node.get(owner.local_id)
+        for writer in order:
+            mine = node.get(writer.local_id)
             assert mine is not None
-            assert mine.entries == owner.local.entries
-            assert mine.max_version == owner.local.max_version
+            assert mine.entries == writer.local.entries
+            assert mine.max_version == writer.local.max_version
 
 
 # --- the detector ----------------------------------------------------------------------------------------------
