@@ -12,6 +12,7 @@ from deep inside a task group. Leaving the block closes the API, stops reconcili
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ import anyio
 from aiohttp import web
 from anyio.abc import TaskGroup, TaskStatus
 
+from fleetlet.agent.gossip import AgentGossip
 from fleetlet.agent.machine import LocalMachine
 from fleetlet.agent.node import Node
 from fleetlet.agent.reconciler import Reconciler
@@ -34,6 +36,9 @@ from fleetlet.agent.view import AgentView
 from fleetlet.api import fleet_v1_app
 from fleetlet.client import DEFAULT_TIMEOUT, Client
 from fleetlet.clock import Clock, SystemClock
+from fleetlet.cluster.auth import ClusterKeyError, load_key
+from fleetlet.cluster.errors import GossipRefused
+from fleetlet.cluster.gossiper import GossipSettings
 from fleetlet.engine.engine import Engine
 from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.errors import FleetletError
@@ -47,6 +52,7 @@ from fleetlet.exec.runtime import RuntimeFailure
 from fleetlet.exec.subprocess_runner import SubprocessRunner
 from fleetlet.registry.sqlite import SqliteRegistry
 from fleetlet.service.journal import FileJournal, Journal
+from fleetlet.service.states import UnitStatus
 from fleetlet.units.specifiers import MachineFacts
 
 log = logging.getLogger("fleetlet.agent")
@@ -76,6 +82,12 @@ class AgentConfig:
     public_ip: str = ""
     purge: bool = False
     registry: Path | None = None  # the SQLite registry's file; None: REGISTRY_NAME in the state directory
+    # The cluster (only with a host: peers gossip over TCP). ``join``: members to join through; ``advertise``: the
+    # URL the others reach this agent at (default: http://host:port as bound).
+    join: tuple[str, ...] = ()
+    cluster_key: Path | None = None
+    advertise: str = ""
+    gossip: GossipSettings = field(default_factory=GossipSettings)
 
     @property
     def registry_path(self) -> Path:
@@ -89,6 +101,7 @@ class _Running:
     close_api: Callable[[], Awaitable[None]]
     reconciling: anyio.CancelScope
     supervisor: Supervisor
+    gossip: AgentGossip | None
 
 
 class Agent:
@@ -181,31 +194,43 @@ class Agent:
             raise AgentStartupError(f"cannot open the registry {config.registry_path}: {exc}") from exc
         runtime = await self._resources.enter_async_context(DockerRuntime(config.docker_url or None))
         hub = self.events
-        view = AgentView(machine, journal_dir, clock)
+        placement, states = PlacementFeed(hub), StateFeed(hub, config.machine_id)
+        gossip = self._gossip(states) if config.host is not None else None
+        view = AgentView(machine, journal_dir, clock, gossip)
         taps = JournalTaps(hub, view, config.machine_id, clock)
-        close_api, self._address = await _start_api(
-            fleet_v1_app(registry, view=view, clock=clock, events=hub, journal_taps=taps), config, self._resources
+        app = fleet_v1_app(
+            registry,
+            view=view,
+            clock=clock,
+            events=hub,
+            journal_taps=taps,
+            gossip=gossip.endpoint if gossip is not None else None,
         )
+        close_api, self._address = await _start_api(app, config, self._resources)
 
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
         MachineFeed(hub, machine).start()
         await tg.start(taps.run)
-        placement, states = PlacementFeed(hub), StateFeed(hub, config.machine_id)
+        if gossip is not None:
+            await self._join(gossip)
+            await tg.start(gossip.gossiper.run)
         # Before the engine: its first decisions are events, told against what the feed has read.
         await tg.start(RegistryFeed(registry, hub, reasons=placement.reasons).run)
         engine_events = EngineEvents(runtime, clock)
         await tg.start(engine_events.run)
         engine = Engine(
             registry,
-            lambda: [machine.spec],
+            gossip.machines if gossip is not None else lambda: [machine.spec],
             clock,
             machine_id=config.machine_id,
             on_leadership=LeaderFeed(hub).leadership,
             on_unplaceable=placement.unplaceable,
         )
         machine.subscribe(engine.machines_changed)
+        if gossip is not None:
+            gossip.subscribe(engine.machines_changed)
         view.engine = engine
         await tg.start(engine.run)
         facts = MachineFacts(hostname=os.uname().nodename, machine_id=config.machine_id, boot_id=_boot_id())
@@ -214,7 +239,17 @@ class Agent:
         def journals(unit: str) -> Journal:
             return FileJournal(journal_dir, unit, clock)
 
-        supervisor = Supervisor(node, journals, states.publish, on_unload=states.removed)
+        def publish(status: UnitStatus) -> None:
+            states.publish(status)
+            if gossip is not None:
+                gossip.publish(status)
+
+        def unloaded(unit: str) -> None:
+            states.removed(unit)
+            if gossip is not None:
+                gossip.removed(unit)
+
+        supervisor = Supervisor(node, journals, publish, on_unload=unloaded)
         await tg.start(supervisor.run)
         view.supervisor = supervisor
         reconciler = Reconciler(registry, supervisor, lambda: machine.spec, clock)
@@ -232,10 +267,51 @@ class Agent:
         except RuntimeFailure as exc:
             raise AgentStartupError(f"cannot list the containers of the Docker engine at {runtime.url}: {exc}") from exc
         log.info("machine %s ready: API on %s", config.machine_id, " and ".join(self._api_urls()))
-        return _Running(close_api, reconciling, supervisor)
+        return _Running(close_api, reconciling, supervisor, gossip)
+
+    def _gossip(self, states: StateFeed) -> AgentGossip:
+        """This agent's membership of the cluster, not yet joined: its key read, its dialer among the resources."""
+        config = self.config
+        key: bytes | None = None
+        if config.cluster_key is not None:
+            try:
+                key = load_key(config.cluster_key)
+            except ClusterKeyError as exc:
+                raise AgentStartupError(str(exc)) from exc
+        gossip = AgentGossip(
+            self._machine,
+            self.events,
+            states,
+            self._clock,
+            key=key,
+            seeds=config.join,
+            settings=config.gossip,
+            capacity=_capacity(),
+        )
+        self._resources.push_async_callback(gossip.dialer.aclose)
+        host = config.host or ""
+        if key is None and _loopback(host):
+            log.info("no cluster key: gossip and the API listen on loopback (%s) only", host)
+        elif key is None:
+            log.warning("no cluster key: anyone who reaches %s can join the cluster (give --cluster-key FILE)", host)
+        return gossip
+
+    async def _join(self, gossip: AgentGossip) -> None:
+        assert self._address is not None
+        gossip.bind(self.config.advertise or _url(self.config.host or self._address[0], self._address[1]))
+        if not self.config.join:
+            return
+        try:
+            joined = await gossip.gossiper.join()
+        except GossipRefused as exc:
+            raise AgentStartupError(f"cannot join the cluster: {exc}") from exc
+        if not joined:
+            log.warning("no member of %s answered; joining when one does", ", ".join(self.config.join))
 
     async def _shut_down(self, running: _Running) -> None:
         log.info("stopping: %s", "stopping every unit (--purge)" if self.config.purge else "leaving units running")
+        if running.gossip is not None:
+            await running.gossip.gossiper.leave()  # the others need not wait for the detector
         await running.close_api()  # no new requests while the actors go
         running.reconciling.cancel()
         await running.supervisor.aclose(purge=self.config.purge)
@@ -259,9 +335,31 @@ class Agent:
     def _api_urls(self) -> list[str]:
         urls = [f"unix://{self.socket_path}"]
         if self._address is not None:
-            host = self.config.host or self._address[0]
-            urls.insert(0, f"http://{f'[{host}]' if ':' in host else host}:{self._address[1]}")
+            urls.insert(0, _url(self.config.host or self._address[0], self._address[1]))
         return urls
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _capacity() -> dict[str, int]:
+    """What this machine has, for the others to see (placement does not weigh it yet)."""
+    capacity = {"cpus": os.cpu_count() or 1}
+    try:
+        capacity["memory"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        pass
+    return capacity
 
 
 def _writable_journal_dir(state_dir: Path) -> Path:

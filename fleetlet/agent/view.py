@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
+from fleetlet.agent.gossip import AgentGossip
 from fleetlet.agent.machine import LocalMachine
 from fleetlet.agent.supervisor import Supervisor
 from fleetlet.api.view import UnitState, UnknownMachine
@@ -23,21 +24,28 @@ _NO_REASONS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
 class AgentView:
-    def __init__(self, machine: LocalMachine, journal_dir: Path, clock: Clock) -> None:
+    def __init__(
+        self, machine: LocalMachine, journal_dir: Path, clock: Clock, gossip: AgentGossip | None = None
+    ) -> None:
         self._machine = machine
+        self._gossip = gossip
         self._journal_dir = journal_dir
         self._clock = clock
         self.supervisor: Supervisor | None = None
         self.engine: Engine | None = None
 
     def machines(self) -> Sequence[MachineSpec]:
-        return [self._machine.spec]
+        """The live members of the cluster (alive or suspect), or this machine alone when it does not gossip."""
+        return self._gossip.machines() if self._gossip is not None else [self._machine.spec]
 
     def states(self) -> Sequence[UnitState]:
-        if self.supervisor is None:
-            return []
+        """This machine's units as its actors say, the others' as their machines gossip."""
         machine_id = self._machine.id
-        return [UnitState(s.name, s.hash, machine_id, s.load, s.active, s.sub) for s in self.supervisor.statuses()]
+        local = [] if self.supervisor is None else self.supervisor.statuses()
+        states = [UnitState(s.name, s.hash, machine_id, s.load, s.active, s.sub) for s in local]
+        if self._gossip is not None:
+            states.extend(self._gossip.peer_states())
+        return states
 
     def status(self, unit: str) -> UnitStatus | None:
         return self.supervisor.status(unit) if self.supervisor is not None else None

@@ -20,6 +20,7 @@ from fleetlet.api.errors import APIError
 from fleetlet.api.view import NodeView, StaticView
 from fleetlet.api.wire import error_json
 from fleetlet.clock import Clock, SystemClock
+from fleetlet.cluster.websocket import GossipEndpoint
 from fleetlet.events.hub import EventHub
 from fleetlet.events.journal_taps import JournalTaps
 from fleetlet.registry.protocol import Registry
@@ -43,6 +44,7 @@ def fleet_v1_app(
     clock: Clock | None = None,
     events: EventHub | None = None,
     journal_taps: JournalTaps | None = None,
+    gossip: GossipEndpoint | None = None,
 ) -> web.Application:
     """The fleet v1 API over ``registry``; ``page_size`` units or states per page (fleet's 100 by default).
 
@@ -50,6 +52,7 @@ def fleet_v1_app(
     ``clock`` paces the checks a journal follower makes of its connection, and the event stream's heartbeats.
     ``events`` is the hub ``/v1/events`` streams; without one, that resource answers 404. ``journal_taps`` publish
     the unit journals a subscriber asks for (``topic=journal:NAME``) into that hub; without them, asking is a 400.
+    ``gossip`` serves the cluster's gossip at ``/v1/gossip``; its connections close when the app shuts down.
     """
     view = view if view is not None else StaticView()
     ctx = ApiContext(registry, view, clock or SystemClock(), page_size or PAGE_SIZE)
@@ -63,6 +66,9 @@ def fleet_v1_app(
     app.add_routes(status.routes(ctx, OWN_PREFIX))
     app.add_routes(journal.routes(ctx, followers, OWN_PREFIX))
     app.add_routes(event_stream.routes(events, ctx.clock, followers, OWN_PREFIX, journal_taps))
+    if gossip is not None:
+        app.add_routes(gossip.routes())
+        app.on_shutdown.append(gossip.close)
     return app
 
 

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from fleetlet.agent.machine import LocalMachine
+from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.events.hub import EventHub
 from fleetlet.events.model import LEADER_KEY, state_key
 from fleetlet.events.registry_diff import REASON_NO_MACHINE
@@ -32,42 +33,56 @@ class StateFeed:
         self._machine_id = machine_id
 
     def publish(self, status: UnitStatus) -> None:
-        key = state_key(status.name, self._machine_id)
-        latest = self._hub.latest("state", key)
-        previous = latest.payload if latest is not None else None
-        if previous is not None and all(
-            previous.get(field) == getattr(status, field) for field in (*_STATE_FIELDS, "hash")
-        ):
-            return
-        payload: dict[str, Any] = {
-            "name": status.name,
-            "machineID": self._machine_id,
-            "hash": status.hash,
-            "load": status.load,
-            "active": status.active,
-            "sub": status.sub,
-            "result": status.result,
-            "since": status.since,
-            "restarts": status.restarts,
-        }
-        if status.container_id:
-            payload["containerID"] = status.container_id
-        if previous is not None:
-            payload["previous"] = {field: previous[field] for field in _STATE_FIELDS}
-        self._hub.publish("state", "changed", key, payload)
+        self.changed(state_payload(status, self._machine_id))
 
     def removed(self, unit: str) -> None:
         """The unit's actor left this machine; nothing to say of a unit that never published a state here."""
-        key = state_key(unit, self._machine_id)
+        self.gone(unit, self._machine_id)
+
+    # Also the way in for the states other machines gossip: the same payload, another machine.
+
+    def changed(self, payload: Mapping[str, Any]) -> None:
+        """A unit's state on a machine, as :func:`state_payload` makes it; nothing when only timestamps moved."""
+        key = state_key(payload["name"], payload["machineID"])
+        latest = self._hub.latest("state", key)
+        previous = latest.payload if latest is not None else None
+        if previous is not None and all(previous.get(f) == payload.get(f) for f in (*_STATE_FIELDS, "hash")):
+            return
+        event = dict(payload)
+        if previous is not None:
+            event["previous"] = {field: previous[field] for field in _STATE_FIELDS}
+        self._hub.publish("state", "changed", key, event)
+
+    def gone(self, unit: str, machine_id: str) -> None:
+        """The unit has no state on the machine any more."""
+        key = state_key(unit, machine_id)
         latest = self._hub.latest("state", key)
         if latest is None:
             return
         payload = {
             "name": unit,
-            "machineID": self._machine_id,
+            "machineID": machine_id,
             "previous": {field: latest.payload[field] for field in _STATE_FIELDS},
         }
         self._hub.publish("state", "removed", key, payload, gone=True)
+
+
+def state_payload(status: UnitStatus, machine_id: str) -> dict[str, Any]:
+    """A unit's state as events carry it, and as its machine gossips it to the others."""
+    payload: dict[str, Any] = {
+        "name": status.name,
+        "machineID": machine_id,
+        "hash": status.hash,
+        "load": status.load,
+        "active": status.active,
+        "sub": status.sub,
+        "result": status.result,
+        "since": status.since,
+        "restarts": status.restarts,
+    }
+    if status.container_id:
+        payload["containerID"] = status.container_id
+    return payload
 
 
 class MachineFeed:
@@ -94,13 +109,17 @@ class MachineFeed:
         self._hub.publish("machine", "metadata-changed", self._machine.id, payload)
 
     def _payload(self) -> dict[str, Any]:
-        spec = self._machine.spec
-        payload: dict[str, Any] = {"id": spec.id}
-        if spec.public_ip:
-            payload["primaryIP"] = spec.public_ip
-        if spec.metadata:
-            payload["metadata"] = dict(spec.metadata)
-        return payload
+        return machine_payload(self._machine.spec)
+
+
+def machine_payload(spec: MachineSpec) -> dict[str, Any]:
+    """A machine as ``machine`` events carry it, this one's or another's."""
+    payload: dict[str, Any] = {"id": spec.id}
+    if spec.public_ip:
+        payload["primaryIP"] = spec.public_ip
+    if spec.metadata:
+        payload["metadata"] = dict(spec.metadata)
+    return payload
 
 
 class LeaderFeed:
