@@ -79,6 +79,9 @@ class Settings:
     public_ip: str | None = None
     docker_host: str | None = None
     registry: Path | None = None  # relative: in the state directory
+    join: tuple[str, ...] | None = None
+    advertise: str | None = None
+    cluster_key: Path | None = None
     purge: bool | None = None
 
 
@@ -149,6 +152,26 @@ def parse_registry(text: str) -> Path:
     return Path(rest)
 
 
+def _member_url(text: str) -> str:
+    """A member's API as ``http://HOST:PORT`` (a bare ``HOST:PORT`` gets ``http://``)."""
+    url = text.strip().rstrip("/")
+    if "://" not in url:
+        url = f"http://{url}"
+    scheme, _, rest = url.partition("://")
+    host, sep, port = rest.rpartition(":")
+    if scheme not in ("http", "https") or not sep or not host or "/" in rest or not port.isdigit():
+        raise ValueError(f"expected a member's URL such as http://10.0.0.5:49153, not {text!r}")
+    return url
+
+
+def parse_join(text: str) -> tuple[str, ...]:
+    """``URL,URL,...``: the members to join through."""
+    urls = tuple(_member_url(part) for part in text.split(",") if part.strip())
+    if not urls:
+        raise ValueError("expected one or more member URLs")
+    return urls
+
+
 def parse_boolean(text: str) -> bool:
     if text.lower() in _TRUE:
         return True
@@ -165,6 +188,9 @@ _FROM_TEXT: Final[dict[str, Callable[[str], object]]] = {
     "public_ip": _public_ip,
     "docker_host": _docker_host,
     "registry": parse_registry,
+    "join": parse_join,
+    "advertise": _member_url,
+    "cluster_key": _path,
     "purge": parse_boolean,
 }
 
@@ -241,6 +267,10 @@ def _file_value(key: str, value: object, file: str) -> object:
         return value
     if key == "metadata" and isinstance(value, dict):
         return _metadata_table(value, file)
+    if key == "join" and isinstance(value, list):
+        if not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{file}: join: expected an array of strings")
+        return _parsed(key, ",".join(value), f"{file}: {key}")
     if not isinstance(value, str):
         raise ConfigError(f"{file}: {key}: expected a string, not {_toml_type(value)}")
     return _parsed(key, value, f"{file}: {key}")
@@ -342,6 +372,9 @@ def agent_config(
         public_ip=settings.public_ip or "",
         purge=bool(settings.purge),
         registry=state_dir / (settings.registry or REGISTRY_NAME),
+        join=settings.join or (),
+        advertise=settings.advertise or "",
+        cluster_key=settings.cluster_key,
     )
 
 

@@ -13,7 +13,19 @@ DEFAULT_LISTEN: Final = "127.0.0.1:49153"
 CONFIG_VARIABLE: Final = "FLEETLET_CONFIG"
 ENV_PREFIX: Final = "FLEETLET_"
 # The settings in the order a user meets them: the file's keys; flags and variables derive from them.
-SETTINGS: Final = ("listen", "state_dir", "machine_id", "metadata", "public_ip", "docker_host", "registry", "purge")
+SETTINGS: Final = (
+    "listen",
+    "state_dir",
+    "machine_id",
+    "metadata",
+    "public_ip",
+    "docker_host",
+    "registry",
+    "join",
+    "advertise",
+    "cluster_key",
+    "purge",
+)
 
 
 def flag_name(setting: str) -> str:

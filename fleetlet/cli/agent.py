@@ -33,6 +33,9 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "public_ip": ("IP", "the address other machines and users reach"),
     "docker_host": ("URL", "the Docker engine (default: $DOCKER_HOST, else the local socket)"),
     "registry": ("URL", "sqlite:PATH, a relative PATH in the state directory (default: sqlite:registry.sqlite)"),
+    "join": ("URL", "join the cluster through this member (repeatable; URL,URL in the variable and the file)"),
+    "advertise": ("URL", "the URL the other members reach this agent at (default: http://LISTEN)"),
+    "cluster_key": ("FILE", "a shared secret every member must prove it knows (without it: loopback only)"),
 }
 
 
@@ -47,7 +50,8 @@ def register(commands: Any) -> None:
     )
     agent.add_argument("--config", metavar="FILE", help="a TOML config file (default: $FLEETLET_CONFIG, else none)")
     for setting, (metavar, help_text) in _FLAGS.items():
-        agent.add_argument(flag_name(setting), dest=setting, metavar=metavar, help=help_text)
+        action = "append" if setting == "join" else "store"
+        agent.add_argument(flag_name(setting), dest=setting, metavar=metavar, help=help_text, action=action)
     agent.add_argument(
         "--purge",
         action=argparse.BooleanOptionalAction,
@@ -63,7 +67,9 @@ def _run(args: argparse.Namespace) -> int:
     from fleetlet.agent.agent import AgentStartupError, serve
 
     try:
-        flags = config.from_flags({setting: getattr(args, setting) for setting in _FLAGS}, purge=args.purge)
+        texts = {setting: getattr(args, setting) for setting in _FLAGS}
+        texts["join"] = ",".join(args.join) if args.join else None
+        flags = config.from_flags(texts, purge=args.purge)
         loaded = config.load(flags, args.config, os.environ)
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
         anyio.run(serve, loaded.config, loaded.reload_metadata)

@@ -99,6 +99,18 @@ LAYERS = [
         "registry", "sqlite:/flag.sqlite", "sqlite:/env.sqlite", 'registry = "sqlite:/file.sqlite"',
         Path("/flag.sqlite"), Path("/env.sqlite"), Path("/file.sqlite"), DEFAULT_STATE / "registry.sqlite",
     ),
+    Layers(
+        "join", "10.0.0.1:1", "http://10.0.0.2:2,http://10.0.0.3:3", 'join = ["http://10.0.0.4:4"]',
+        ("http://10.0.0.1:1",), ("http://10.0.0.2:2", "http://10.0.0.3:3"), ("http://10.0.0.4:4",), (),
+    ),
+    Layers(
+        "advertise", "http://10.0.0.1:1", "10.0.0.2:2", 'advertise = "http://10.0.0.3:3/"',
+        "http://10.0.0.1:1", "http://10.0.0.2:2", "http://10.0.0.3:3", "",
+    ),
+    Layers(
+        "cluster_key", "/flag.key", "/env.key", 'cluster_key = "/file.key"',
+        Path("/flag.key"), Path("/env.key"), Path("/file.key"), None,
+    ),
     # A boolean has two values for four layers: each layer differs from the one below it.
     Layers("purge", True, "off", "purge = true", True, False, True, False),
 ]  # fmt: skip
@@ -110,6 +122,9 @@ VIEW: dict[str, Callable[[AgentConfig], object]] = {
     "public_ip": lambda c: c.public_ip,
     "docker_host": lambda c: c.docker_url,
     "registry": lambda c: c.registry_path,
+    "join": lambda c: c.join,
+    "advertise": lambda c: c.advertise,
+    "cluster_key": lambda c: c.cluster_key,
     "purge": lambda c: c.purge,
 }
 
@@ -276,7 +291,8 @@ def test_environment_errors(variable: str, text: str, message: str) -> None:
         (
             'etcd_servers = "http://127.0.0.1:2379"',
             "fleetlet.toml: unknown setting 'etcd_servers' "
-            "(settings: listen, state_dir, machine_id, metadata, public_ip, docker_host, registry, purge)",
+            "(settings: listen, state_dir, machine_id, metadata, public_ip, docker_host, registry, join, advertise,"
+            " cluster_key, purge)",
         ),
         ("listen = 49153", "fleetlet.toml: listen: expected a string, not an integer"),
         ('listen = "49153"', "fleetlet.toml: listen: expected HOST:PORT, not '49153'"),
