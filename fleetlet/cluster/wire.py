@@ -154,34 +154,38 @@ def _int(doc: Mapping[str, Any], key: str) -> int:
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return type(value) is int and value >= 0  # not bool, which is an int subclass
 
 
 def _digest(doc: object) -> dict[str, tuple[int, int]]:
     if not isinstance(doc, dict):
         raise ProtocolError("a digest must be an object")
     digest: dict[str, tuple[int, int]] = {}
-    for member, pair in doc.items():
-        if not (isinstance(pair, list) and len(pair) == 2 and _is_int(pair[0]) and _is_int(pair[1])):
-            raise ProtocolError(f"digest of {member!r} must be [generation, version]")
-        digest[member] = (pair[0], pair[1])
+    try:
+        for member, (generation, version) in doc.items():
+            if not (_is_int(generation) and _is_int(version)):
+                raise ProtocolError(f"digest of {member!r} must be [generation, version]")
+            digest[member] = (generation, version)
+    except (TypeError, ValueError):  # not a pair
+        raise ProtocolError("a digest maps members to [generation, version]") from None
     return digest
 
 
 def _deltas(doc: object) -> list[Delta]:
+    """The deltas of a message; the hottest decoding of all (every exchange carries every member's heartbeat)."""
     if not isinstance(doc, list):
         raise ProtocolError("deltas must be a list")
     deltas: list[Delta] = []
-    for item in doc:
-        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str) and _is_int(item[1])):
-            raise ProtocolError("a delta must be [member, generation, entries]")
-        member, generation, raw = item
-        if not isinstance(raw, list):
-            raise ProtocolError(f"entries of {member!r} must be a list")
-        entries: list[tuple[str, Entry]] = []
-        for entry in raw:
-            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and _is_int(entry[1])):
-                raise ProtocolError(f"an entry of {member!r} must be [key, version, value]")
-            entries.append((entry[0], Entry(entry[2], entry[1])))
-        deltas.append(Delta(member, generation, tuple(entries)))
+    try:
+        for member, generation, raw in doc:
+            if type(member) is not str or not _is_int(generation) or type(raw) is not list:
+                raise ProtocolError("a delta must be [member, generation, [entries]]")
+            entries: list[tuple[str, Entry]] = []
+            for key, version, value in raw:
+                if type(key) is not str or not _is_int(version):
+                    raise ProtocolError(f"an entry of {member!r} must be [key, version, value]")
+                entries.append((key, Entry(value, version)))
+            deltas.append(Delta(member, generation, tuple(entries)))
+    except (TypeError, ValueError):  # an item that does not unpack
+        raise ProtocolError("a delta must be [member, generation, [[key, version, value], ...]]") from None
     return deltas
