@@ -91,7 +91,7 @@ async def until(condition: Callable[[], bool], seconds: float) -> float:
     """Seconds until ``condition`` holds, checked every 10 ms (a benchmark may poll; a test may not)."""
     start = time.perf_counter()
     with anyio.fail_after(seconds):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 -- a benchmark may poll its conditions; tests may not
             await anyio.sleep(0.01)
     return time.perf_counter() - start
 
@@ -118,12 +118,13 @@ async def spread_and_detect() -> None:
             source.gossiper.set_record(MachineRecord(record.id, record.address, metadata={"change": str(change)}))
             others = [m for m in group if m is not source]
             key = ("metadata-changed", record.id)
-            await until(lambda: all(key in m.seen for m in others), 10)
+            await until(lambda key=key, others=others: all(key in m.seen for m in others), 10)  # type: ignore[misc]
             delays.extend(m.seen.pop(key) - start for m in others)
             await anyio.sleep(0.5)
         p50, p99 = percentile(delays, 0.5), percentile(delays, 0.99)
+        rounds = SETTINGS.interval
         print(f"  metadata change seen by all {MEMBERS - 1} others ({CHANGES} changes): p50 {p50 * 1000:.0f} ms"
-              f" ({p50 / SETTINGS.interval:.1f} rounds), p99 {p99 * 1000:.0f} ms ({p99 / SETTINGS.interval:.1f} rounds),"
+              f" ({p50 / rounds:.1f} rounds), p99 {p99 * 1000:.0f} ms ({p99 / rounds:.1f} rounds),"
               f" max {max(delays) * 1000:.0f} ms  [target: all within 1 s]")  # fmt: skip
         false_suspicions = sum(1 for m in group for (kind, _) in m.seen if kind == "suspect")
         victim = group[MEMBERS // 2]
@@ -135,7 +136,8 @@ async def spread_and_detect() -> None:
         await until(lambda: all(("dead", victim_id) in m.seen for m in survivors), 15)
         dead = [m.seen[("dead", victim_id)] - stopped for m in survivors]
         print(f"  stopped member declared dead by all {len(survivors)}: p50 {statistics.median(dead):.2f} s,"
-              f" last {max(dead):.2f} s  [target: all within 3 s]; suspicions of live members before: {false_suspicions}")  # fmt: skip
+              f" last {max(dead):.2f} s  [target: all within 3 s];"
+              f" suspicions of live members before: {false_suspicions}")  # fmt: skip
         tg.cancel_scope.cancel()
 
 
@@ -162,7 +164,8 @@ async def idle_cost() -> None:
     per_rss = (rss - base_rss) / IDLE_MEMBERS
     print(f"gossip idle cost: {IDLE_MEMBERS} members at rest, {IDLE_SECONDS:g} s: {per_cpu:.2f}% of a core and"
           f" {per_rss:.0f} KiB per member beyond the baseline (all: {cpu * 100:.1f}% and {rss / 1024:.1f} MiB;"
-          f" baseline, {IDLE_MEMBERS} idle servers and sessions: {base_cpu * 100:.1f}%, {base_rss / 1024:.1f} MiB)")  # fmt: skip
+          f" baseline, {IDLE_MEMBERS} idle servers and sessions: {base_cpu * 100:.1f}%,"
+          f" {base_rss / 1024:.1f} MiB)")  # fmt: skip
 
 
 def _cpu() -> float:
