@@ -14,6 +14,7 @@ memory are subtracted from the idle cost, so that the figure is the gossip's own
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import statistics
 import time
@@ -30,11 +31,13 @@ from fleetlet.cluster.membership import MembershipEvent
 from fleetlet.cluster.records import MachineRecord
 from fleetlet.cluster.websocket import GossipEndpoint, WebSocketDialer
 
-MEMBERS = 100
+MEMBERS = int(os.environ.get("GOSSIP_MEMBERS", "100"))
 IDLE_MEMBERS = 20
 CHANGES = 5
 IDLE_SECONDS = 10.0
-SETTINGS = GossipSettings()
+SETTINGS = GossipSettings(
+    interval=float(os.environ.get("GOSSIP_INTERVAL", "0.2")), fanout=int(os.environ.get("GOSSIP_FANOUT", "3"))
+)
 
 
 @dataclass
@@ -76,9 +79,8 @@ async def members(count: int, stack: AsyncExitStack) -> AsyncIterator[list[Membe
 
 
 async def run_all(tg: anyio.abc.TaskGroup, group: list[Member]) -> None:
+    """Start every member at once, as a cluster booting: each finds the others through its seed, the first."""
     for member in group:
-        if member.gossiper.record.address != group[0].gossiper.record.address:
-            await member.gossiper.join()
 
         async def run(member: Member = member) -> None:
             with member.scope:

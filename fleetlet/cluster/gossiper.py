@@ -1,6 +1,6 @@
 """The gossiper: one member's side of the cluster's membership and unit-state dissemination.
 
-Every ``interval`` the gossiper bumps its heartbeat, judges the others' silence (:mod:`fleetlet.cluster.membership`)
+Every ``interval`` the gossiper bumps its heartbeat (carried by its digests), judges the others' silence (:mod:`fleetlet.cluster.membership`)
 and exchanges digests with ``fanout`` random live peers (three messages each, :mod:`fleetlet.cluster.channel`),
 over connections it keeps open between rounds. Rounds run at a steady pace whatever the peers do: an exchange
 is bounded by ``exchange_timeout`` and runs beside the rounds, and a peer whose last exchange is still under way
@@ -30,8 +30,8 @@ from fleetlet.cluster.channel import Dialer, Link
 from fleetlet.cluster.detector import DetectorSettings
 from fleetlet.cluster.errors import SELF, DuplicateMachineId, GossipRefused, PeerUnreachable, ProtocolError
 from fleetlet.cluster.membership import PLACEABLE, Membership, MembershipEvent, MembershipSettings, Status
-from fleetlet.cluster.records import HEARTBEAT_KEY, LEFT_KEY, MACHINE_KEY, UNIT_PREFIX, MachineRecord, unit_state_key
-from fleetlet.cluster.state import DEFAULT_MAX_ENTRIES, ClusterState, Delta, Update
+from fleetlet.cluster.records import LEFT_KEY, MACHINE_KEY, UNIT_PREFIX, MachineRecord, unit_state_key
+from fleetlet.cluster.state import DEFAULT_MAX_ENTRIES, ClusterState, Delta, Digest, Update
 from fleetlet.cluster.wire import Ack, Ack2, Hello, Syn, Welcome
 
 log = logging.getLogger("fleetlet.cluster")
@@ -106,7 +106,6 @@ class Gossiper:
         self.membership = Membership(self.state, record, self.settings.membership(), clock.monotonic())
         self._links: dict[str, Link] = {}
         self._busy: set[str] = set()
-        self._beat = 0
         self._claimed: set[int] = set()  # generations of other agents seen gossiping under this ID
         self.rounds = 0
 
@@ -193,8 +192,7 @@ class Gossiper:
 
     def _round(self, tg: TaskGroup) -> None:
         self.rounds += 1
-        self._beat += 1
-        self.state.set_local(HEARTBEAT_KEY, self._beat)
+        self.state.beat()
         self._emit(self.membership.tick(self._clock.monotonic()))
         for address in self._targets():
             self._busy.add(address)
@@ -246,6 +244,7 @@ class Gossiper:
                 link = self._links[address] = await self._dialer.dial(address, self._hello())
             ack = await link.exchange(Syn(self.state.digest()))
             self._take(ack.deltas)
+            self._beats(ack.digest)
             await link.finish(Ack2(self.state.deltas_for(ack.digest, max_entries=self.settings.max_entries)))
         except BaseException:
             await self._drop(address)
@@ -286,6 +285,7 @@ class Gossiper:
         return Welcome(self.id, self.generation)
 
     def on_syn(self, syn: Syn) -> Ack:
+        self._beats(syn.digest)
         deltas = self.state.deltas_for(syn.digest, max_entries=self.settings.max_entries)
         return Ack(self.state.digest(), deltas)
 
@@ -306,6 +306,11 @@ class Gossiper:
         self._emit(self.membership.observe(resets, updates, self._clock.monotonic()))
         for update in updates:
             self._tell_unit_state(update)
+
+    def _beats(self, digest: Digest) -> None:
+        beating = self.state.take_heartbeats(digest)
+        if beating:
+            self._emit(self.membership.heartbeats(beating, self._clock.monotonic()))
 
     def _tell_unit_state(self, update: Update) -> None:
         if update.key.startswith(UNIT_PREFIX):

@@ -25,7 +25,7 @@ from typing import Final, Literal, TypeAlias
 
 from fleetlet.cluster.detector import DetectorSettings, PhiAccrual
 from fleetlet.cluster.errors import ProtocolError
-from fleetlet.cluster.records import HEARTBEAT_KEY, LEFT_KEY, MACHINE_KEY, MachineRecord
+from fleetlet.cluster.records import LEFT_KEY, MACHINE_KEY, MachineRecord
 from fleetlet.cluster.state import ClusterState, Reset, Update
 
 log = logging.getLogger("fleetlet.cluster")
@@ -120,6 +120,21 @@ class Membership:
 
     # --- what the gossiper tells ---------------------------------------------------------------------------------
 
+    def heartbeats(self, members: Iterable[str], now: float) -> list[MembershipEvent]:
+        """Newer heartbeats of these members arrived: alive, and a suspicion or a verdict of death refuted."""
+        events: list[MembershipEvent] = []
+        for member in members:
+            known = self._known(member, now)
+            known.detector.heartbeat(now)
+            events.extend(self._refuted(known, member, now))
+        return events
+
+    def _known(self, member: str, now: float) -> _Member:
+        known = self._members.get(member)
+        if known is None:
+            known = self._members[member] = _Member(Status.ALIVE, now, PhiAccrual(self._settings.detector, now))
+        return known
+
     def observe(self, resets: Iterable[Reset], updates: Iterable[Update], now: float) -> list[MembershipEvent]:
         """Take in the changes one message made to the state; return the events they amount to."""
         events: list[MembershipEvent] = []
@@ -135,12 +150,7 @@ class Membership:
 
     def _observe(self, update: Update, now: float) -> list[MembershipEvent]:
         member = update.member
-        known = self._members.get(member)
-        if known is None:
-            known = self._members[member] = _Member(Status.ALIVE, now, PhiAccrual(self._settings.detector, now))
-        if update.key == HEARTBEAT_KEY:
-            known.detector.heartbeat(now)
-            return self._refuted(known, member, now)
+        known = self._known(member, now)
         if update.key == LEFT_KEY:
             if update.value is True and known.status is not Status.LEFT and known.record is not None:
                 known.status, known.since = Status.LEFT, now

@@ -3,11 +3,10 @@
 A member's state (:mod:`fleetlet.cluster.state`) holds these keys:
 
 - ``machine``: its :class:`MachineRecord` (ID, API address, public IP, metadata, capacity, agent version);
-- ``hb``: its heartbeat counter, written every round: what the failure detector hears;
 - ``left``: true once it leaves the cluster on purpose (an agent shutting down);
 - ``unit/<name>``: the state of one of its units, as a JSON object, or a tombstone once the unit left it.
 
-Values come from peers, so decoding checks them: a malformed record is refused (:class:`ProtocolError`), never
+(Its heartbeat travels in the digests, beside this state: :mod:`fleetlet.cluster.state`.) Values come from peers, so decoding checks them: a malformed record is refused (:class:`ProtocolError`), never
 half-read.
 """
 
@@ -22,7 +21,6 @@ from fleetlet.cluster.errors import ProtocolError
 from fleetlet.engine.snapshot import MachineSpec
 
 MACHINE_KEY: Final = "machine"
-HEARTBEAT_KEY: Final = "hb"
 LEFT_KEY: Final = "left"
 UNIT_PREFIX: Final = "unit/"
 

@@ -8,6 +8,10 @@ says) and send only those, oldest first, so that a truncated message still leave
 versions and a correct digest (van Renesse et al., "Efficient Reconciliation and Flow Control for Anti-Entropy
 Protocols", 2008).
 
+A member's heartbeat is not an entry of its state but a counter beside it, carried in every digest: liveness spreads
+with the digests each exchange sends anyway, instead of making every member's state change every round (which
+would fill every exchange with every member's heartbeat entry: at 100 members, most of an exchange's cost).
+
 Versions restart when an agent restarts, so a member's state also carries its *generation* (the agent's start time
 in microseconds, as Cassandra does): a newer generation replaces everything known of the member, an older one is
 ignored. A member removed from the view after it died is *forgotten* at its generation: peers that still hold it
@@ -22,8 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, TypeAlias
 
-# The digest of one member: (generation, highest version).
-Version: TypeAlias = tuple[int, int]
+# The digest of one member: (generation, highest version, heartbeat).
+Version: TypeAlias = tuple[int, int, int]
 Digest: TypeAlias = Mapping[str, Version]
 
 # Entries sent in one message at most: bounds a message when a node joins a large cluster; the rest follows in
@@ -70,12 +74,13 @@ class Reset:
 class MemberState:
     """One member's map: its generation, its entries, and the highest version among them."""
 
-    __slots__ = ("entries", "generation", "max_version")
+    __slots__ = ("entries", "generation", "heartbeat", "max_version")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
         self.entries: dict[str, Entry] = {}
         self.max_version = 0
+        self.heartbeat = 0
 
     def get(self, key: str) -> Any:
         entry = self.entries.get(key)
@@ -122,8 +127,29 @@ class ClusterState:
 
     # --- reconciliation ----------------------------------------------------------------------------------------
 
+    def beat(self) -> None:
+        """Advance this node's own heartbeat: the next digests it sends say it is alive."""
+        self.local.heartbeat += 1
+
     def digest(self) -> dict[str, Version]:
-        return {member: (state.generation, state.max_version) for member, state in self._members.items()}
+        return {member: (s.generation, s.max_version, s.heartbeat) for member, s in self._members.items()}
+
+    def take_heartbeats(self, remote: Digest) -> list[str]:
+        """Take the newer heartbeats a peer's digest tells of members known here (same generation); return them.
+
+        A member known only under another generation gets its heartbeats once its state under that generation
+        has arrived (a reset sets its heartbeat to 0).
+        """
+        beating: list[str] = []
+        members = self._members
+        local_id = self.local_id
+        for member, (generation, _, heartbeat) in remote.items():
+            state = members.get(member)
+            if state is not None and heartbeat > state.heartbeat and state.generation == generation:
+                if member != local_id:
+                    state.heartbeat = heartbeat
+                    beating.append(member)
+        return beating
 
     def deltas_for(self, remote: Digest, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> list[Delta]:
         """What a node with digest ``remote`` lacks of what this node knows, at most ``max_entries`` entries.

@@ -11,7 +11,7 @@ A connection starts with a handshake, then carries exchanges:
   ``ack2`` (dialer): the deltas the listener lacks. Three messages, and each side has what the other knew.
 
 Deltas travel as ``[member, generation, [[key, version, value], ...]]``; digests as ``{member: [generation,
-version]}``.
+version, heartbeat]}``.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def decode(data: bytes | str) -> Message:
 
 
 def _digest_doc(digest: Digest) -> dict[str, list[int]]:
-    return {member: [generation, version] for member, (generation, version) in digest.items()}
+    return {member: [generation, version, beat] for member, (generation, version, beat) in digest.items()}
 
 
 def _deltas_doc(deltas: Sequence[Delta]) -> list[Any]:
@@ -157,17 +157,17 @@ def _is_int(value: object) -> bool:
     return type(value) is int and value >= 0  # not bool, which is an int subclass
 
 
-def _digest(doc: object) -> dict[str, tuple[int, int]]:
+def _digest(doc: object) -> dict[str, tuple[int, int, int]]:
     if not isinstance(doc, dict):
         raise ProtocolError("a digest must be an object")
-    digest: dict[str, tuple[int, int]] = {}
+    digest: dict[str, tuple[int, int, int]] = {}
     try:
-        for member, (generation, version) in doc.items():
-            if not (_is_int(generation) and _is_int(version)):
-                raise ProtocolError(f"digest of {member!r} must be [generation, version]")
-            digest[member] = (generation, version)
-    except (TypeError, ValueError):  # not a pair
-        raise ProtocolError("a digest maps members to [generation, version]") from None
+        for member, (generation, version, beat) in doc.items():
+            if not (_is_int(generation) and _is_int(version) and _is_int(beat)):
+                raise ProtocolError(f"digest of {member!r} must be [generation, version, heartbeat]")
+            digest[member] = (generation, version, beat)
+    except (TypeError, ValueError):  # not a triple
+        raise ProtocolError("a digest maps members to [generation, version, heartbeat]") from None
     return digest
 
 

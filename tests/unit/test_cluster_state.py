@@ -17,7 +17,7 @@ def test_local_writes_take_increasing_versions_and_skip_unchanged_values() -> No
     assert not a.set_local("x", 1)
     assert not a.set_local("never", None)
     assert a.set_local("x", None)  # a tombstone is a write
-    assert a.digest() == {"a": (7, 3)}
+    assert a.digest() == {"a": (7, 3, 0)}
     assert a.local.entries["x"] == Entry(None, 3)
 
 
@@ -59,9 +59,9 @@ def test_a_newer_generation_replaces_everything_an_older_one_is_ignored() -> Non
     assert member is not None
     assert member.get("y") is None
     # A peer still on the old generation is sent the new one in full.
-    assert b.deltas_for({"a": (10, 2)}) == [Delta("a", 11, (("x", Entry(5, 1)),))]
+    assert b.deltas_for({"a": (10, 2, 0)}) == [Delta("a", 11, (("x", Entry(5, 1)),))]
     # One already newer is sent nothing of it.
-    assert [d for d in b.deltas_for({"a": (12, 0)}) if d.member == "a"] == []
+    assert [d for d in b.deltas_for({"a": (12, 0, 0)}) if d.member == "a"] == []
 
 
 def test_a_forgotten_member_stays_forgotten_until_a_newer_generation() -> None:
@@ -86,7 +86,22 @@ def test_a_bounded_message_goes_to_the_most_behind_member_first_in_version_order
     assert [entry.version for _, entry in deltas[0].entries] == [1, 2, 3, 4]
     sink = ClusterState("t", 1)
     sink.apply(deltas)
-    assert sink.digest()["m"] == (1, 4)  # a prefix of versions: the digest stays truthful
+    assert sink.digest()["m"] == (1, 4, 0)  # a prefix of versions: the digest stays truthful
+
+
+def test_heartbeats_travel_in_digests_not_as_entries() -> None:
+    a, b = ClusterState("a", 1), ClusterState("b", 1)
+    a.set_local("machine", "a")
+    b.apply(a.deltas_for(b.digest()))
+    a.beat()
+    a.beat()
+    assert a.deltas_for(b.digest()) == []  # nothing to send but the digest
+    assert b.take_heartbeats(a.digest()) == ["a"]
+    assert b.take_heartbeats(a.digest()) == []  # not newer
+    assert b.digest()["a"] == (1, 1, 2)
+    # Another generation's heartbeat waits for that generation's state; a node never takes its own from a peer.
+    assert b.take_heartbeats({"a": (2, 1, 9), "b": (1, 0, 9)}) == []
+    assert b.local.heartbeat == 0
 
 
 values = st.one_of(st.none(), st.integers(0, 3))
