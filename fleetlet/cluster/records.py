@@ -6,7 +6,8 @@ A member's state (:mod:`fleetlet.cluster.state`) holds these keys:
 - ``left``: true once it leaves the cluster on purpose (an agent shutting down);
 - ``unit/<name>``: the state of one of its units, as a JSON object, or a tombstone once the unit left it.
 
-(Its heartbeat travels in the digests, beside this state: :mod:`fleetlet.cluster.state`.) Values come from peers, so decoding checks them: a malformed record is refused (:class:`ProtocolError`), never
+(Its heartbeat travels in the digests, beside this state: :mod:`fleetlet.cluster.state`.) Values come from peers,
+so decoding checks them: a malformed record is refused (:class:`ProtocolError`), never
 half-read.
 """
 
