@@ -1,10 +1,11 @@
 """The gossiper: one member's side of the cluster's membership and unit-state dissemination.
 
 Every ``interval`` the gossiper bumps its heartbeat (carried by its digests), judges the others' silence
-(:mod:`fleetlet.cluster.membership`) and exchanges digests with ``fanout`` random live peers (three messages each, :mod:`fleetlet.cluster.channel`),
-over connections it keeps open between rounds. Rounds run at a steady pace whatever the peers do: an exchange
-is bounded by ``exchange_timeout`` and runs beside the rounds, and a peer whose last exchange is still under way
-is skipped rather than waited for, so a stalled peer never delays this member's own heartbeat.
+(:mod:`fleetlet.cluster.membership`) and exchanges digests with ``fanout`` random live peers (three messages
+each, :mod:`fleetlet.cluster.channel`), over connections it keeps open between rounds. Rounds run at a steady
+pace whatever the peers do: an exchange is bounded by ``exchange_timeout`` and runs beside the rounds, and a peer
+whose last exchange is still under way is skipped rather than waited for, so a stalled peer never delays this
+member's own heartbeat.
 
 Beside the live peers, a round sometimes also dials one dead member (a healed partition or a restarted agent is
 noticed without waiting for it to call) and one seed (a ``--join`` address: how a member with nobody left in its
