@@ -18,6 +18,7 @@ import os
 import resource
 import statistics
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -156,7 +157,7 @@ async def spread_and_detect(count: int) -> None:
 async def idle_cost() -> None:
     async def measure(gossip: bool) -> tuple[float, float]:
         gc.collect()
-        rss_before = _rss_kib()
+        tracemalloc.start()  # the Python heap, exactly: RSS hides what the allocator reuses between the two runs
         async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
             group = await stack.enter_async_context(members(IDLE_MEMBERS, stack))
             if gossip:
@@ -166,7 +167,8 @@ async def idle_cost() -> None:
             cpu_before, wall_before = _cpu(), time.perf_counter()
             await anyio.sleep(IDLE_SECONDS)
             cpu = (_cpu() - cpu_before) / (time.perf_counter() - wall_before)
-            rss = _rss_kib() - rss_before  # measured while the members still run
+            rss = tracemalloc.get_traced_memory()[0] / 1024  # KiB, while the members still run
+            tracemalloc.stop()
             tg.cancel_scope.cancel()
         return cpu, rss
 
@@ -175,7 +177,7 @@ async def idle_cost() -> None:
     per_cpu = (cpu - base_cpu) / IDLE_MEMBERS * 100
     per_rss = (rss - base_rss) / IDLE_MEMBERS
     print(f"gossip idle cost: {IDLE_MEMBERS} members at rest, {IDLE_SECONDS:g} s: {per_cpu:.2f}% of a core and"
-          f" {per_rss:.0f} KiB per member beyond the baseline (all: {cpu * 100:.1f}% and {rss / 1024:.1f} MiB;"
+          f" {per_rss:.0f} KiB per member beyond the baseline (all: {cpu * 100:.1f}% and {rss / 1024:.1f} MiB of Python heap;"
           f" baseline, {IDLE_MEMBERS} idle servers and sessions: {base_cpu * 100:.1f}%,"
           f" {base_rss / 1024:.1f} MiB)")  # fmt: skip
 
@@ -183,13 +185,6 @@ async def idle_cost() -> None:
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _rss_kib() -> float:
-    """The process's resident memory now (not its peak), from /proc."""
-    with open("/proc/self/statm") as statm:
-        resident_pages = int(statm.read().split()[1])
-    return resident_pages * resource.getpagesize() / 1024
 
 
 def main() -> None:

@@ -187,6 +187,15 @@ class Agent:
     async def _start(self) -> _Running:
         """Create and start every component of the node, in dependency order; the one place they are wired."""
         config, clock, machine = self.config, self._clock, self._machine
+        if config.join:
+            # A joined agent must use the server's registry, not a registry of its own (two leaders of two
+            # registries would place the same units twice): refused until the remote registry backend exists.
+            raise AgentStartupError(
+                "--join is not available yet: a joined agent needs the server's registry (the remote registry"
+                " backend, not built yet); run one agent per cluster for now"
+            )
+        if config.host is None and config.cluster_key is not None:
+            raise AgentStartupError("--cluster-key needs --listen: without a TCP address there is no gossip")
         journal_dir = _writable_journal_dir(config.state_dir)
         try:
             registry = await self._resources.enter_async_context(SqliteRegistry(config.registry_path, clock))
