@@ -177,7 +177,8 @@ async def idle_cost() -> None:
     per_cpu = (cpu - base_cpu) / IDLE_MEMBERS * 100
     per_rss = (rss - base_rss) / IDLE_MEMBERS
     print(f"gossip idle cost: {IDLE_MEMBERS} members at rest, {IDLE_SECONDS:g} s: {per_cpu:.2f}% of a core and"
-          f" {per_rss:.0f} KiB per member beyond the baseline (all: {cpu * 100:.1f}% and {rss / 1024:.1f} MiB of Python heap;"
+          f" {per_rss:.0f} KiB of Python heap per member beyond the baseline (all: {cpu * 100:.1f}% and"
+          f" {rss / 1024:.1f} MiB;"
           f" baseline, {IDLE_MEMBERS} idle servers and sessions: {base_cpu * 100:.1f}%,"
           f" {base_rss / 1024:.1f} MiB)")  # fmt: skip
 
