@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -42,7 +42,7 @@ MachineMetadata=group=peer
 
 
 @pytest.fixture
-def state_dir() -> AsyncIterator[Path]:
+def state_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="fc-", dir="/tmp"))  # short: a unix socket's path is at most 108 bytes
     yield path
     shutil.rmtree(path, ignore_errors=True)
