@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 
 from fleetlet.api import events as event_stream
 from fleetlet.api import journal, machines, state, status, units
+from fleetlet.api import registry as registry_routes
 from fleetlet.api.context import PAGE_SIZE, ApiContext
 from fleetlet.api.errors import APIError
 from fleetlet.api.view import NodeView, StaticView
@@ -45,6 +46,7 @@ def fleet_v1_app(
     events: EventHub | None = None,
     journal_taps: JournalTaps | None = None,
     gossip: GossipEndpoint | None = None,
+    registry_service: registry_routes.RegistryService | None = None,
 ) -> web.Application:
     """The fleet v1 API over ``registry``; ``page_size`` units or states per page (fleet's 100 by default).
 
@@ -53,6 +55,7 @@ def fleet_v1_app(
     ``events`` is the hub ``/v1/events`` streams; without one, that resource answers 404. ``journal_taps`` publish
     the unit journals a subscriber asks for (``topic=journal:NAME``) into that hub; without them, asking is a 400.
     ``gossip`` serves the cluster's gossip at ``/v1/gossip``; its connections close when the app shuts down.
+    ``registry_service`` serves the registry to the cluster's other agents at ``/v1/registry``.
     """
     view = view if view is not None else StaticView()
     ctx = ApiContext(registry, view, clock or SystemClock(), page_size or PAGE_SIZE)
@@ -66,6 +69,8 @@ def fleet_v1_app(
     app.add_routes(status.routes(ctx, OWN_PREFIX))
     app.add_routes(journal.routes(ctx, followers, OWN_PREFIX))
     app.add_routes(event_stream.routes(events, ctx.clock, followers, OWN_PREFIX, journal_taps))
+    if registry_service is not None:
+        app.add_routes(registry_routes.routes(registry_service, followers))
     if gossip is not None:
         app.add_routes(gossip.routes())
         app.on_shutdown.append(gossip.close)

@@ -64,3 +64,24 @@ def check(key: bytes | None, role: Role, machine_id: str, peer_nonce: str, own_n
         return NO_KEY
     expected = prove(key, role, machine_id, peer_nonce, own_nonce)
     return None if hmac.compare_digest(expected, proof) else BAD_KEY
+
+
+_REGISTRY_CONTEXT: Final = b"fleetlet-registry/1"
+REGISTRY_TOKEN_HEADER: Final = "X-Fleetlet-Cluster-Token"
+
+
+def registry_token(key: bytes) -> str:
+    """What a member sends with every call of the server's registry: proof of the key, without the key.
+
+    A token derived once rather than a challenge per request: registry calls are short HTTP requests, and a
+    challenge would double each one's round trips. Like the rest of the API on TCP it travels in the clear, so a
+    listener on the network could replay it; the gossip's per-connection proofs cannot be replayed.
+    """
+    return hmac.new(key, _REGISTRY_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def check_registry_token(key: bytes | None, token: str | None) -> bool:
+    """Whether a caller of the registry routes proved the key (always, when this member has none)."""
+    if key is None:
+        return True
+    return token is not None and hmac.compare_digest(registry_token(key), token)

@@ -8,7 +8,8 @@ They extend the tree drawn in :mod:`fleetlet.errors`::
         │   └── LeadershipLost   a renew or resign by a machine that no longer holds the leader record
         ├── RevisionCompacted    a watch asked for changes older than the kept history: .requested, .compacted
         ├── UnitNotFound         .unit
-        └── RegistryClosed       the registry was closed
+        ├── RegistryClosed       the registry was closed
+        └── RegistryUnavailable  the remote registry cannot be reached: .url, .reason
 
 They live beside the port that raises them, as the runtime's errors do.
 """
@@ -61,3 +62,15 @@ class UnitNotFound(RegistryError):
 
 class RegistryClosed(RegistryError):
     """The registry was closed; nothing more can be read or written through this object."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached (the server is down, or the network between): try again later.
+
+    Only the remote backend raises it; its watches do not, they reconnect and resume by themselves.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"the cluster's registry at {url} cannot be reached: {reason}")
