@@ -14,12 +14,25 @@ Two ways to ask whether machine ``M`` may take unit ``U``:
 from __future__ import annotations
 
 from collections.abc import Iterable, Set
+from typing import NamedTuple
 
 from fleetlet.engine.snapshot import MachineSpec, UnitSpec
 from fleetlet.units.globs import GlobSet
 from fleetlet.units.xfleet import SHORT_ID_LENGTH
 
 REPLACED_BY = "replaced by "
+
+
+class Blockers(NamedTuple):
+    """The machines a unit may not go to, and the globs that decide it.
+
+    ``key``: the unit's Conflicts, and the Conflicts and Replaces of others that match its name. Units with the
+    same key are kept off the same machines, now and for the rest of the pass, except where a unit is removed.
+    """
+
+    key: tuple[tuple[str, ...], ...]
+    machines: list[Set[str]]
+
 
 # pattern -> machine ID -> how many units there count for the pattern; a machine leaves when its count is 0.
 _MachineCounts = dict[str, dict[str, int]]
@@ -75,20 +88,23 @@ class Placements:
         for pattern in self._conflict_globs.matching(unit.name):
             _count(self._named, pattern, machine_id, step)
 
-    def blockers(self, unit: UnitSpec) -> list[Set[str]]:
+    def blockers(self, unit: UnitSpec) -> Blockers:
         """The machines that may not take ``unit`` (which has no Replaces and is not placed), as a few sets.
 
         A machine is in one when a unit there matches one of ``unit``'s Conflicts, carries a Conflicts matching
         ``unit``'s name, or replaces it. The sets are live views: read them before the next change.
         """
+        forward = tuple(sorted(set(unit.requirements.conflicts)))
+        backward = self._conflict_globs.matching(unit.name)
+        replacers = self._replace_globs.matching(unit.name)
         found: list[Set[str]] = []
-        for pattern in set(unit.requirements.conflicts):
+        for pattern in forward:
             found.extend(_machines(self._named, pattern))
-        for pattern in self._conflict_globs.matching(unit.name):
+        for pattern in backward:
             found.extend(_machines(self._conflict_holders, pattern))
-        for pattern in self._replace_globs.matching(unit.name):
+        for pattern in replacers:
             found.extend(_machines(self._replace_holders, pattern))
-        return found
+        return Blockers((forward, backward, replacers), found)
 
     def evict(self, victims: Iterable[str], by: str, left: dict[str, str]) -> list[str]:
         """Remove replaced units and, transitively, their followers on the same machine; return all removed."""
@@ -185,7 +201,7 @@ def fits_quickly(unit: UnitSpec, machine: MachineSpec, state: Placements) -> boo
         reqs.machine_id_matches(machine.id)
         and reqs.metadata_matches(machine.metadata)
         and all(peer in here for peer in reqs.machine_of)
-        and not any(machine.id in blocked for blocked in state.blockers(unit))
+        and not any(machine.id in blocked for blocked in state.blockers(unit).machines)
     )
 
 
