@@ -15,6 +15,12 @@ fleet's engine semantics, made exact and deterministic:
   run's placements), ties broken by machine ID.
 * A unit validly scheduled stays where it is. Units are processed by name, except that ``MachineOf`` peers go
   before their followers, so a peer placed in this run counts. The same snapshot always gives the same plan.
+
+A unit's cost does not grow with the number of machines: pools of machines by MachineID and metadata, least
+loaded first (:mod:`~fleetlet.engine.machine_pools`), and the machines each glob keeps a unit off
+(:mod:`~fleetlet.engine.placements`) answer where it goes. Every machine is looked at only for units with
+``Replaces`` and to say why a unit cannot be placed. ``tests/unit/scheduler_reference.py`` keeps the algorithm
+that checked every machine for every unit; the plans must stay the same.
 """
 
 from __future__ import annotations
