@@ -202,8 +202,8 @@ def _place(
     waiting: set[str] = set()
     pools = MachinePools(machines, state)
     by_id = {m.id: m for m in machines}
-    # Two machines with one ID (the engine never sends them) are counted twice by the rules as they always were;
-    # only the scan counts them that way.
+    # Two machines with one ID (the engine never sends them) count twice in "least loaded of N" as the rules were
+    # always applied; the indexes know each ID once, so such a snapshot is scanned throughout.
     scan_all = len(by_id) != len(machines)
     # Replaced units may be replaced again (by another replacer) so that the plan settles in one run; a cycle of
     # Replaces (a replaces b replaces c replaces a) would go round forever, so each unit is replaced at most as
