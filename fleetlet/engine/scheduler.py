@@ -15,6 +15,12 @@ fleet's engine semantics, made exact and deterministic:
   run's placements), ties broken by machine ID.
 * A unit validly scheduled stays where it is. Units are processed by name, except that ``MachineOf`` peers go
   before their followers, so a peer placed in this run counts. The same snapshot always gives the same plan.
+
+A unit's cost does not grow with the number of machines: pools of machines by MachineID and metadata, least
+loaded first (:mod:`~fleetlet.engine.machine_pools`), and the machines each glob keeps a unit off
+(:mod:`~fleetlet.engine.placements`) answer where it goes. Every machine is looked at only for units with
+``Replaces`` and to say why a unit cannot be placed. ``tests/unit/scheduler_reference.py`` keeps the algorithm
+that checked every machine for every unit; the plans must stay the same.
 """
 
 from __future__ import annotations
@@ -26,12 +32,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from fleetlet.engine.machine_pools import MachinePools
+from fleetlet.engine.placements import REPLACED_BY, Placements, fit, fits_quickly, metadata_reason, short
 from fleetlet.engine.snapshot import MachineSpec, Snapshot, UnitSpec
-from fleetlet.units.xfleet import SHORT_ID_LENGTH
 
 DecisionKind = Literal["place", "unplace", "move"]
 NO_MACHINES = "no machines in the cluster"
-_REPLACED_BY = "replaced by "
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +93,14 @@ def runs_global(unit: UnitSpec, machine: MachineSpec, units_on_machine: Iterable
     """
     reqs = unit.requirements
     if not reqs.metadata_matches(machine.metadata):
-        return GlobalVerdict(False, f"machine {_short(machine.id)}: {_metadata_reason(unit, machine)}")
+        return GlobalVerdict(False, f"machine {short(machine.id)}: {metadata_reason(unit, machine)}")
     conflicts = sorted(
         other.name
         for other in units_on_machine
         if other.name != unit.name and (reqs.conflicts_with(other.name) or other.requirements.conflicts_with(unit.name))
     )
     if conflicts:
-        return GlobalVerdict(False, f"machine {_short(machine.id)}: conflicts with {conflicts[0]}")
+        return GlobalVerdict(False, f"machine {short(machine.id)}: conflicts with {conflicts[0]}")
     return GlobalVerdict(True)
 
 
@@ -128,7 +134,7 @@ def schedule(snapshot: Snapshot) -> Plan:
         if name in recorded:
             decisions.append(Decision("unplace", name, None, recorded[name], why))
 
-    state = _State(machines)
+    state = Placements(machines, active.values())
     left: dict[str, str] = {}  # why a recorded unit left its machine
     _keep_valid(order, active, recorded, by_id, state, left)
     placed, waiting = _place(order, active, machines, state, left)
@@ -147,57 +153,12 @@ def schedule(snapshot: Snapshot) -> Plan:
     return Plan(tuple(decisions), MappingProxyType(dict(sorted(unplaceable.items()))))
 
 
-class _State:
-    """The schedule being built: units per machine, with the ones carrying Conflicts or Replaces apart."""
-
-    def __init__(self, machines: Iterable[MachineSpec]) -> None:
-        self.where: dict[str, str] = {}
-        self.on: dict[str, dict[str, UnitSpec]] = {m.id: {} for m in machines}
-        # Only units with globs can object to a newcomer's name: keeping them apart keeps checks short.
-        self.conflicting: dict[str, dict[str, UnitSpec]] = {m.id: {} for m in machines}
-        self.replacing: dict[str, dict[str, UnitSpec]] = {m.id: {} for m in machines}
-
-    def add(self, unit: UnitSpec, machine_id: str) -> None:
-        self.where[unit.name] = machine_id
-        self.on[machine_id][unit.name] = unit
-        if unit.requirements.conflicts:
-            self.conflicting[machine_id][unit.name] = unit
-        if unit.requirements.replaces:
-            self.replacing[machine_id][unit.name] = unit
-
-    def remove(self, name: str) -> None:
-        machine_id = self.where.pop(name)
-        for table in (self.on, self.conflicting, self.replacing):
-            table[machine_id].pop(name, None)
-
-    def evict(self, victims: Iterable[str], by: str, left: dict[str, str]) -> list[str]:
-        """Remove replaced units and, transitively, their followers on the same machine; return all removed."""
-        removed: list[str] = []
-        for victim in victims:
-            left[victim] = f"{_REPLACED_BY}{by}"
-            if victim in removed:
-                continue  # also a follower of a victim, already gone
-            machine_id = self.where[victim]
-            self.remove(victim)
-            removed.append(victim)
-            gone = [victim]
-            while gone:
-                peer = gone.pop()
-                for follower in sorted(self.on[machine_id]):
-                    if peer in self.on[machine_id][follower].requirements.machine_of:
-                        self.remove(follower)
-                        left[follower] = f"machine {_short(machine_id)}: MachineOf peer {peer} is not scheduled here"
-                        removed.append(follower)
-                        gone.append(follower)
-        return removed
-
-
 def _keep_valid(
     order: list[str],
     active: Mapping[str, UnitSpec],
     recorded: Mapping[str, str],
     by_id: Mapping[str, MachineSpec],
-    state: _State,
+    state: Placements,
     left: dict[str, str],
 ) -> None:
     """Keep every recorded placement that is still valid beside the ones kept before it: no churn."""
@@ -207,22 +168,30 @@ def _keep_valid(
             continue
         machine = by_id.get(machine_id)
         if machine is None:
-            left[name] = f"machine {_short(machine_id)} is gone"
+            left[name] = f"machine {short(machine_id)} is gone"
             continue
-        fit = _fit(active[name], machine, state, frozenset())
-        if isinstance(fit, str):
+        unit = active[name]
+        if not unit.requirements.replaces and fits_quickly(unit, machine, state):
+            state.add(unit, machine_id)  # the steady state: most units stay, and say nothing
+            continue
+        verdict = fit(unit, machine, state, frozenset())
+        if isinstance(verdict, str):
             # Said the same way whichever of the two was kept first.
-            left[name] = fit if fit.startswith(_REPLACED_BY) else f"machine {_short(machine_id)}: {fit}"
+            left[name] = verdict if verdict.startswith(REPLACED_BY) else f"machine {short(machine_id)}: {verdict}"
             continue
-        state.add(active[name], machine_id)
-        state.evict(fit, name, left)
+        state.add(unit, machine_id)
+        state.evict(verdict, name, left)
+
+
+# Where a unit goes: the machine, how many machines were eligible, and the units it replaces there.
+_Choice = tuple[str, int, tuple[str, ...]]
 
 
 def _place(
     order: list[str],
     active: Mapping[str, UnitSpec],
     machines: list[MachineSpec],
-    state: _State,
+    state: Placements,
     left: dict[str, str],
 ) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
     """Place every unit not kept, in order; return the reason for each placement and why the rest wait."""
@@ -230,7 +199,12 @@ def _place(
     queue = [(index[name], name) for name in order if name not in state.where]
     heapq.heapify(queue)
     placed: dict[str, str] = {}
-    waiting: dict[str, tuple[str, ...]] = {}
+    waiting: set[str] = set()
+    pools = MachinePools(machines, state)
+    by_id = {m.id: m for m in machines}
+    # Two machines with one ID (the engine never sends them) count twice in "least loaded of N" as the rules were
+    # always applied; the indexes know each ID once, so such a snapshot is scanned throughout.
+    scan_all = len(by_id) != len(machines)
     # Replaced units may be replaced again (by another replacer) so that the plan settles in one run; a cycle of
     # Replaces (a replaces b replaces c replaces a) would go round forever, so each unit is replaced at most as
     # many times as there are units, then stays where it is.
@@ -241,21 +215,16 @@ def _place(
         if name in state.where:
             continue
         unit = active[name]
-        eligible: list[tuple[int, str, tuple[str, ...]]] = []
-        reasons: list[str] = []
-        for machine in machines:
-            fit = _fit(unit, machine, state, spent)
-            if isinstance(fit, str):
-                reasons.append(f"machine {_short(machine.id)}: {fit}")
-            else:
-                eligible.append((len(state.on[machine.id]), machine.id, fit))
-        if not eligible:
-            waiting[name] = tuple(reasons) or (NO_MACHINES,)
+        if scan_all or unit.requirements.replaces:
+            choice = _scan(unit, machines, state, spent)
+        else:
+            choice = _choose(unit, state, pools, by_id)
+        if choice is None:
+            waiting.add(name)
             continue
-        waiting.pop(name, None)
-        _, machine_id, victims = min(eligible)
+        waiting.discard(name)
+        machine_id, count, victims = choice
         state.add(unit, machine_id)
-        count = len(eligible)
         reason = "the only eligible machine" if count == 1 else f"least loaded of {count} eligible machines"
         placed[name] = f"{reason}; replaces {', '.join(victims)}" if victims else reason
         if victims:
@@ -265,71 +234,41 @@ def _place(
             for moved in (*state.evict(victims, name, left), *waiting):
                 heapq.heappush(queue, (index[moved], moved))
     # Say why against the final schedule, not the one seen mid-run, so an explanation does not change when the
-    # same schedule is looked at again.
-    for name in waiting:
-        fits = [_fit(active[name], machine, state, spent) for machine in machines]
-        if all(isinstance(fit, str) for fit in fits):
-            waiting[name] = tuple(f"machine {_short(m.id)}: {fit}" for m, fit in zip(machines, fits, strict=True)) or (
-                NO_MACHINES,
-            )
-    return placed, waiting
+    # same schedule is looked at again. Every machine still refuses a waiting unit: after its last try only
+    # placements followed (an eviction would have queued it again), and a placement never makes room; the one
+    # it could satisfy, a MachineOf peer, is placed before its followers.
+    reasons: dict[str, tuple[str, ...]] = {}
+    for name in sorted(waiting):
+        verdicts = ((m, fit(active[name], m, state, spent)) for m in machines)
+        found = tuple(f"machine {short(m.id)}: {why}" for m, why in verdicts if isinstance(why, str))
+        reasons[name] = found or (NO_MACHINES,)
+    return placed, reasons
 
 
-def _fit(unit: UnitSpec, machine: MachineSpec, state: _State, spent: Set[str]) -> str | tuple[str, ...]:
-    """Why ``machine`` cannot take ``unit`` now, or the units there it would replace (usually none)."""
+def _choose(unit: UnitSpec, state: Placements, pools: MachinePools, by_id: Mapping[str, MachineSpec]) -> _Choice | None:
+    """Where ``unit`` (without Replaces) goes, from the indexes: the fast path, independent of machine count."""
     reqs = unit.requirements
-    if not reqs.machine_id_matches(machine.id):
-        return f"MachineID requires {reqs.machine_id}"
-    if not reqs.metadata_matches(machine.metadata):
-        return _metadata_reason(unit, machine)
-    here = state.on[machine.id]
-    for peer in reqs.machine_of:
-        if peer not in here:
-            return f"MachineOf peer {peer} is not scheduled here"
-    replacers = sorted(
-        other.name
-        for other in state.replacing[machine.id].values()
-        if other.name != unit.name
-        and other.requirements.replaces_unit(unit.name)
-        and not reqs.replaces_unit(other.name)
-    )
-    if replacers:
-        return f"{_REPLACED_BY}{replacers[0]}"
-    victims: tuple[str, ...] = ()
-    if reqs.replaces:
-        # fleet ignored a pair that replace each other, rather than evicting back and forth; so does fleetlet.
-        victims = tuple(
-            sorted(
-                name
-                for name, other in here.items()
-                if name != unit.name and reqs.replaces_unit(name) and not other.requirements.replaces_unit(unit.name)
-            )
-        )
-        moved = [victim for victim in victims if victim in spent]
-        if moved:
-            return f"would replace {moved[0]}, replaced too often in this run (a cycle of Replaces?)"
-    conflicts = (
-        [name for name in here if name != unit.name and name not in victims and reqs.conflicts_with(name)]
-        if reqs.conflicts
-        else []
-    )
-    conflicts.extend(
-        name
-        for name, other in state.conflicting[machine.id].items()
-        if name != unit.name and name not in victims and other.requirements.conflicts_with(unit.name)
-    )
-    if conflicts:
-        return f"conflicts with {min(conflicts)}"
-    return victims
+    if reqs.machine_of:
+        # A follower may only go where its first peer is: one machine to check, or none.
+        machine_id = state.where.get(reqs.machine_of[0])
+        if machine_id is None or not fits_quickly(unit, by_id[machine_id], state):
+            return None
+        return machine_id, 1, ()
+    found = pools.for_requirements(reqs).choose(state.blockers(unit))
+    return None if found is None else (*found, ())
 
 
-def _metadata_reason(unit: UnitSpec, machine: MachineSpec) -> str:
-    """The first required key (by name) that the machine lacks, with every value that would do."""
-    for key, allowed in sorted(unit.requirements.machine_metadata.items()):
-        if machine.metadata.get(key) not in allowed:
-            wanted = " or ".join(f"{key}={value}" for value in sorted(allowed))
-            return f"metadata {wanted} not satisfied"
-    return "metadata satisfied"  # not reached: called only when the metadata does not match
+def _scan(unit: UnitSpec, machines: list[MachineSpec], state: Placements, spent: Set[str]) -> _Choice | None:
+    """Where ``unit`` goes, every machine checked in full: for units with Replaces, which may evict."""
+    eligible: list[tuple[int, str, tuple[str, ...]]] = []
+    for machine in machines:
+        verdict = fit(unit, machine, state, spent)
+        if not isinstance(verdict, str):
+            eligible.append((state.load(machine.id), machine.id, verdict))
+    if not eligible:
+        return None
+    _, machine_id, victims = min(eligible)
+    return machine_id, len(eligible), victims
 
 
 def _order(active: Mapping[str, UnitSpec]) -> tuple[list[str], dict[str, str]]:
@@ -382,7 +321,3 @@ def _cycle(start: str, active: Mapping[str, UnitSpec], among: set[str]) -> list[
                     following.append(peer)
         frontier = following
     return None
-
-
-def _short(machine_id: str) -> str:
-    return machine_id[:SHORT_ID_LENGTH]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleetlet.units.globs import Glob, compile_glob, glob_matches
+from fleetlet.units.globs import Glob, GlobSet, compile_glob, glob_matches, literal_prefix
 
 
 @pytest.mark.parametrize(
@@ -166,3 +166,32 @@ def _reference(pattern: str, name: str) -> bool:
 )
 def test_agrees_with_a_plain_matcher(pattern: str, name: str) -> None:
     assert glob_matches(pattern, name) is _reference(pattern, name)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [
+        ("svc3@*", "svc3@"),
+        ("web.service", "web.service"),
+        ("*", ""),
+        ("w?b@*", "w"),
+        ("db@[0-2].service", "db@"),
+        ("a\\*b", "a"),
+        ("", ""),
+    ],
+)
+def test_literal_prefix(pattern: str, prefix: str) -> None:
+    assert literal_prefix(pattern) == prefix
+
+
+GLOB_PIECES = ["a", "b", "@", "*", "?", "[ab]", "[^a]", "\\b"]
+
+
+@given(
+    st.lists(st.lists(st.sampled_from(GLOB_PIECES), max_size=6).map("".join), max_size=8),
+    st.text(alphabet="ab@", max_size=8),
+)
+def test_glob_set_finds_exactly_the_patterns_that_match(patterns: list[str], name: str) -> None:
+    found = GlobSet(patterns).matching(name)
+    assert sorted(found) == sorted({pattern for pattern in patterns if glob_matches(pattern, name)})
+    assert all(name.startswith(literal_prefix(pattern)) for pattern in found)
