@@ -34,9 +34,10 @@ from fleetlet.agent.supervisor import Supervisor
 from fleetlet.agent.sweep import sweep_orphans
 from fleetlet.agent.view import AgentView
 from fleetlet.api import fleet_v1_app
+from fleetlet.api.registry import RegistryService
 from fleetlet.client import DEFAULT_TIMEOUT, Client
 from fleetlet.clock import Clock, SystemClock
-from fleetlet.cluster.auth import ClusterKeyError, load_key
+from fleetlet.cluster.auth import ClusterKeyError, load_key, registry_token
 from fleetlet.cluster.errors import GossipRefused
 from fleetlet.cluster.gossiper import GossipSettings
 from fleetlet.engine.engine import Engine
@@ -50,6 +51,9 @@ from fleetlet.exec.docker_runtime import DockerRuntime
 from fleetlet.exec.engine_events import EngineEvents
 from fleetlet.exec.runtime import RuntimeFailure
 from fleetlet.exec.subprocess_runner import SubprocessRunner
+from fleetlet.registry.errors import RegistryUnavailable
+from fleetlet.registry.protocol import Registry
+from fleetlet.registry.remote import RemoteRegistry, locate
 from fleetlet.registry.sqlite import SqliteRegistry
 from fleetlet.service.journal import FileJournal, Journal
 from fleetlet.service.states import UnitStatus
@@ -128,6 +132,8 @@ class Agent:
         self._tg: TaskGroup | None = None
         self._running: _Running | None = None
         self._entered = False
+        self._advertised = ""  # the URL the other members reach this agent at, once its API listens
+        self._remote_registry = ""  # the server's URL, when this agent joined a cluster
 
     @property
     def machine_id(self) -> str:
@@ -187,24 +193,16 @@ class Agent:
     async def _start(self) -> _Running:
         """Create and start every component of the node, in dependency order; the one place they are wired."""
         config, clock, machine = self.config, self._clock, self._machine
-        if config.join:
-            # A joined agent must use the server's registry, not a registry of its own (two leaders of two
-            # registries would place the same units twice): refused until the remote registry backend exists.
-            raise AgentStartupError(
-                "--join is not available yet: a joined agent needs the server's registry (the remote registry"
-                " backend, not built yet); run one agent per cluster for now"
-            )
-        if config.host is None and config.cluster_key is not None:
-            raise AgentStartupError("--cluster-key needs --listen: without a TCP address there is no gossip")
+        if config.host is None and (config.cluster_key is not None or config.join):
+            option = "--join" if config.join else "--cluster-key"
+            raise AgentStartupError(f"{option} needs --listen: without a TCP address there is no gossip")
         journal_dir = _writable_journal_dir(config.state_dir)
-        try:
-            registry = await self._resources.enter_async_context(SqliteRegistry(config.registry_path, clock))
-        except (OSError, FleetletError) as exc:
-            raise AgentStartupError(f"cannot open the registry {config.registry_path}: {exc}") from exc
+        key = self._cluster_key()
+        registry = await self._open_registry(key)
         runtime = await self._resources.enter_async_context(DockerRuntime(config.docker_url or None))
         hub = self.events
         placement, states = PlacementFeed(hub), StateFeed(hub, config.machine_id)
-        gossip = self._gossip(states) if config.host is not None else None
+        gossip = self._gossip(states, key) if config.host is not None else None
         view = AgentView(machine, journal_dir, clock, gossip)
         taps = JournalTaps(hub, view, config.machine_id, clock)
         app = fleet_v1_app(
@@ -214,6 +212,7 @@ class Agent:
             events=hub,
             journal_taps=taps,
             gossip=gossip.endpoint if gossip is not None else None,
+            registry_service=RegistryService(registry, self._registry_url, key, clock) if gossip is not None else None,
         )
         close_api, self._address = await _start_api(app, config, self._resources)
 
@@ -229,19 +228,21 @@ class Agent:
         await tg.start(RegistryFeed(registry, hub, reasons=placement.reasons).run)
         engine_events = EngineEvents(runtime, clock)
         await tg.start(engine_events.run)
-        engine = Engine(
-            registry,
-            gossip.machines if gossip is not None else lambda: [machine.spec],
-            clock,
-            machine_id=config.machine_id,
-            on_leadership=LeaderFeed(hub).leadership,
-            on_unplaceable=placement.unplaceable,
-        )
-        machine.subscribe(engine.machines_changed)
-        if gossip is not None:
-            gossip.subscribe(engine.machines_changed)
-        view.engine = engine
-        await tg.start(engine.run)
+        if not config.join:
+            # The agent that holds the registry leads; a joined agent runs what the leader places on it.
+            engine = Engine(
+                registry,
+                gossip.machines if gossip is not None else lambda: [machine.spec],
+                clock,
+                machine_id=config.machine_id,
+                on_leadership=LeaderFeed(hub).leadership,
+                on_unplaceable=placement.unplaceable,
+            )
+            machine.subscribe(engine.machines_changed)
+            if gossip is not None:
+                gossip.subscribe(engine.machines_changed)
+            view.engine = engine
+            await tg.start(engine.run)
         facts = MachineFacts(hostname=os.uname().nodename, machine_id=config.machine_id, boot_id=_boot_id())
         node = Node(runtime, SubprocessRunner(), clock, facts, engine_events)
 
@@ -278,15 +279,40 @@ class Agent:
         log.info("machine %s ready: API on %s", config.machine_id, " and ".join(self._api_urls()))
         return _Running(close_api, reconciling, supervisor, gossip)
 
-    def _gossip(self, states: StateFeed) -> AgentGossip:
-        """This agent's membership of the cluster, not yet joined: its key read, its dialer among the resources."""
+    def _cluster_key(self) -> bytes | None:
+        if self.config.cluster_key is None:
+            return None
+        try:
+            return load_key(self.config.cluster_key)
+        except ClusterKeyError as exc:
+            raise AgentStartupError(str(exc)) from exc
+
+    async def _open_registry(self, key: bytes | None) -> Registry:
+        """The cluster's registry: this agent's own SQLite file, or, joined, the server's over its API."""
         config = self.config
-        key: bytes | None = None
-        if config.cluster_key is not None:
+        if not config.join:
             try:
-                key = load_key(config.cluster_key)
-            except ClusterKeyError as exc:
-                raise AgentStartupError(str(exc)) from exc
+                return await self._resources.enter_async_context(SqliteRegistry(config.registry_path, self._clock))
+            except (OSError, FleetletError) as exc:
+                raise AgentStartupError(f"cannot open the registry {config.registry_path}: {exc}") from exc
+        token = registry_token(key) if key is not None else None
+        try:
+            url = await locate(config.join, token=token)
+        except RegistryUnavailable as exc:
+            raise AgentStartupError(f"cannot join: no member answered where the registry is ({exc.reason})") from exc
+        except FleetletError as exc:
+            raise AgentStartupError(f"cannot join: {exc}") from exc
+        self._remote_registry = url
+        log.info("the cluster's registry is at %s", url)
+        return await self._resources.enter_async_context(RemoteRegistry(url, token=token, clock=self._clock))
+
+    def _registry_url(self) -> str:
+        """Where the cluster's registry is, for a member that asks: the server's URL, or this agent's if it is it."""
+        return self._remote_registry or self._advertised
+
+    def _gossip(self, states: StateFeed, key: bytes | None) -> AgentGossip:
+        """This agent's membership of the cluster, not yet joined: its dialer among the resources."""
+        config = self.config
         gossip = AgentGossip(
             self._machine,
             self.events,
@@ -307,7 +333,8 @@ class Agent:
 
     async def _join(self, gossip: AgentGossip) -> None:
         assert self._address is not None
-        gossip.bind(self.config.advertise or _url(self.config.host or self._address[0], self._address[1]))
+        self._advertised = self.config.advertise or _url(self.config.host or self._address[0], self._address[1])
+        gossip.bind(self._advertised)
         if not self.config.join:
             return
         try:

@@ -2,6 +2,13 @@
 
 What it should run and what to do about a difference are :mod:`fleetlet.agent.reconcile`'s pure functions; this
 module keeps the registry's mirror, wakes on its changes, and hands the plan to the supervisor.
+
+The mirror holds every unit (global units run wherever their requirements allow, so each agent judges them all)
+but only this machine's part of the schedule, from two watches: ``units/`` and ``schedule/<machine>/``. A decision
+the leader makes for another machine never reaches this one.
+
+The registry may be another agent's (a joined agent's remote registry): while it cannot be reached, the units
+here keep running as they are, and the reconciler reads the registry again until it answers.
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ from fleetlet.clock import Clock
 from fleetlet.engine.mirror import RegistryMirror
 from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.errors import FleetletError
-from fleetlet.registry.errors import RevisionCompacted
-from fleetlet.registry.model import Change, UnitRecord
+from fleetlet.registry.errors import RegistryUnavailable, RevisionCompacted
+from fleetlet.registry.model import UNITS_PREFIX, Change, UnitRecord, schedule_prefix
 from fleetlet.registry.protocol import Registry
 from fleetlet.units.check import CheckedUnit, load_unit
 
@@ -29,6 +36,7 @@ log = logging.getLogger("fleetlet.agent")
 # A reconcile pass also runs this often without any registry change: it restarts units that ended on their own.
 RECONCILE_INTERVAL = 10.0
 WATCH_BUFFER = 256
+RETRY_SECONDS = 1.0  # how often to try again to read a registry that cannot be reached
 
 
 class Reconciler:
@@ -63,7 +71,7 @@ class Reconciler:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Reconcile until cancelled; reports started after the first pass."""
-        revision = await self._mirror.load(self._registry)
+        revision = await self._mirror.load(self._registry, machine_id=self._machine().id)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._follow, revision)
             tg.start_soon(self._tick)
@@ -103,20 +111,36 @@ class Reconciler:
 
     async def _follow(self, revision: int) -> None:
         """Apply every change to the mirror and wake a pass; a watch that fell behind reads everything again."""
+        machine_id = self._machine().id
         while True:
             send, receive = anyio.create_memory_object_stream[Change](WATCH_BUFFER)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch, revision, send)
+                # Two watches into one stream: each key's changes stay in order, which is all the mirror needs.
+                for prefix in (UNITS_PREFIX, schedule_prefix(machine_id)):
+                    tg.start_soon(self._watch, revision, send.clone(), prefix, tg.cancel_scope)
+                send.close()
                 async with receive:
                     async for change in receive:
                         if self._mirror.apply(change):
                             self._wake.set()
-            revision = await self._mirror.load(self._registry)
+            revision = await self._reload(machine_id)
             self._checked.clear()
             self._wake.set()
 
-    async def _watch(self, revision: int, sink: MemoryObjectSendStream[Change]) -> None:
+    async def _reload(self, machine_id: str) -> int:
+        while True:
+            try:
+                return await self._mirror.load(self._registry, machine_id=machine_id)
+            except RegistryUnavailable as exc:
+                log.warning("%s; units here keep running, trying again", exc)
+                await self._clock.sleep(RETRY_SECONDS)
+
+    async def _watch(
+        self, revision: int, sink: MemoryObjectSendStream[Change], prefix: str, both: anyio.CancelScope
+    ) -> None:
+        """One of the two watches; when it fails, the other stops too, and everything is read again."""
         try:
-            await self._registry.watch(revision, sink)
+            await self._registry.watch(revision, sink, prefix=prefix)
         except RevisionCompacted as exc:
             log.info("registry watch fell behind (%s); reading everything again", exc)
+        both.cancel()

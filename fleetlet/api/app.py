@@ -24,6 +24,7 @@ from fleetlet.clock import Clock, SystemClock
 from fleetlet.cluster.websocket import GossipEndpoint
 from fleetlet.events.hub import EventHub
 from fleetlet.events.journal_taps import JournalTaps
+from fleetlet.registry.errors import RegistryUnavailable
 from fleetlet.registry.protocol import Registry
 from fleetlet.units.syntax import MAX_UNIT_FILE_BYTES
 
@@ -89,6 +90,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except APIError as e:
         return error_response(e.status, e.message)
+    except RegistryUnavailable as e:  # a joined agent whose server is down: try again later
+        return error_response(503, str(e))
     except web.HTTPMethodNotAllowed as e:
         allowed = [m for m in _METHOD_ORDER if m in e.allowed_methods]
         return error_response(

@@ -287,7 +287,7 @@ class Engine:
         plan = schedule(snapshot)
         self.passes += 1
         self._report_unplaceable({**plan.unplaceable, **broken})
-        for decision in plan.decisions:
+        for decision in sorted(plan.decisions, key=_down_before_up):
             if not self.leading:
                 return
             expect = self.mirror.entry_revision(decision.unit)
@@ -338,3 +338,15 @@ def _closed(exc: BaseException) -> bool:
 
 def _short(machine_id: str | None) -> str:
     return "-" if machine_id is None else machine_id[:SHORT_ID_LENGTH]
+
+
+_WRITE_ORDER = {"unplace": 0, "move": 1, "place": 2}
+
+
+def _down_before_up(decision: Decision) -> int:
+    """Write what takes units off machines before what puts units on them (stable within each kind).
+
+    Each write wakes the agents it concerns: written the other way round, a unit placed by ``Replaces=`` would
+    start beside the unit it evicts, which its agent hears of only from the next write.
+    """
+    return _WRITE_ORDER[decision.kind]

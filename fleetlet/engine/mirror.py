@@ -40,8 +40,12 @@ class RegistryMirror:
         self._parsed: dict[str, tuple[str, Requirements | str]] = {}  # unit -> (hash, requirements or why not)
         self.parses = 0  # how many unit texts were parsed: the cache's effect, visible to tests
 
-    async def load(self, registry: Registry) -> int:
-        """Read every unit and the schedule; return the revision to watch from."""
+    async def load(self, registry: Registry, *, machine_id: str | None = None) -> int:
+        """Read every unit and the schedule (only ``machine_id``'s part, if given); return the revision to watch from.
+
+        An agent mirrors only its own part of the schedule: it runs what is placed on it, and reading everybody's
+        would make every agent's work grow with the cluster (fleet's agents read every decision).
+        """
         units: dict[str, UnitRecord] = {}
         after: str | None = None
         first: int | None = None
@@ -55,7 +59,8 @@ class RegistryMirror:
         self.units = units
         self._parsed = {name: cached for name, cached in self._parsed.items() if name in units}
         self.schedule, self._seen, self._floor = {}, {}, 0
-        self.reload_schedule(await registry.schedule())
+        view = await (registry.schedule() if machine_id is None else registry.machine_schedule(machine_id))
+        self.reload_schedule(view)
         return first
 
     def reload_schedule(self, view: ScheduleView) -> None:

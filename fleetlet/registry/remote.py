@@ -16,6 +16,7 @@ through the server do not lead (the server does), so nothing here compares it wi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -40,6 +41,7 @@ from fleetlet.registry.codec import (
     decode_unit,
     json_int,
     json_object,
+    json_str,
     leader_json,
 )
 from fleetlet.registry.errors import RegistryClosed, RegistryUnavailable
@@ -284,3 +286,26 @@ def _decode(body: bytes, status: int) -> Json:
 
 def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
+
+
+async def locate(members: Sequence[str], *, token: str | None = None, per_member: float = CALL_TIMEOUT) -> str:
+    """The URL of the cluster's registry, asked of each member in turn (``GET /v1/registry``) until one answers.
+
+    Any member knows it: the server answers its own URL, a joined agent the one it uses. RegistryUnavailable,
+    with every member's reason, when none answers; RegistryError when one refuses (a wrong cluster key).
+    """
+    reasons: list[str] = []
+    headers = {REGISTRY_TOKEN_HEADER: token} if token is not None else {}
+    async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=per_member)) as session:
+        for member in members:
+            try:
+                async with session.get(f"{member.rstrip('/')}{PATH}") as response:
+                    body, status = await response.read(), response.status
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                reasons.append(f"{member}: {_reason(exc)}")
+                continue
+            answer = _decode(body, status)
+            if status != 200:
+                raise decode_error(answer)
+            return json_str(answer, "url")
+    raise RegistryUnavailable(", ".join(members), "; ".join(reasons) or "no member to ask")

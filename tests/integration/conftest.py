@@ -22,6 +22,7 @@ import pytest
 from fleetlet.exec.docker_runtime import DEFAULT_HOST, DockerRuntime
 from fleetlet.exec.runtime import NoSuchContainer, RuntimeFailure
 from tests.integration.agent_rig import Agents
+from tests.integration.cluster_rig import Cluster
 from tests.runtime_contract import Harness
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -281,3 +282,13 @@ def agents(docker_url: str) -> Iterator[Agents]:
             agents.cleanup()
         finally:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(docker_url: str) -> Iterator[Cluster]:
+    """Agent processes of one cluster (none started yet); killed, and their containers removed, at teardown."""
+    rig = Cluster(docker_url)
+    try:
+        yield rig
+    finally:
+        rig.cleanup()

@@ -152,12 +152,17 @@ async def test_a_member_without_the_cluster_key_is_refused(state_dir: Path, dock
         assert trusted.id in ids
 
 
-async def test_a_short_cluster_key_and_join_are_refused_at_start(state_dir: Path, docker: DockerRuntime) -> None:
+async def test_a_short_cluster_key_and_a_join_with_nobody_to_join_are_refused_at_start(
+    state_dir: Path, docker: DockerRuntime
+) -> None:
     key_file = state_dir / "short.key"
     key_file.write_text("short\n")
     with pytest.raises(AgentStartupError, match="too short"):
         async with Agent(agent_config(state_dir, docker, cluster_key=key_file)):
             pass
-    with pytest.raises(AgentStartupError, match="--join is not available yet"):
+    with pytest.raises(AgentStartupError, match="cannot join: no member answered where the registry is"):
         async with Agent(agent_config(state_dir, docker, join=("http://127.0.0.1:9",))):
+            pass
+    with pytest.raises(AgentStartupError, match="--join needs --listen"):
+        async with Agent(agent_config(state_dir, docker, host=None, join=("http://127.0.0.1:9",))):
             pass

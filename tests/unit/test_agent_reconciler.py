@@ -86,3 +86,37 @@ async def test_a_global_unit_follows_the_machines_metadata() -> None:
         here.set_metadata({"group": "db"})
         await settle(m)
         assert await m.running() == {}
+
+
+class RecordingRegistry(MemoryRegistry):
+    """Records what the reconciler reads of the schedule and which prefixes it watches."""
+
+    watched: list[str]
+    whole_schedule_reads = 0
+
+    async def schedule(self):  # type: ignore[no-untyped-def]
+        self.whole_schedule_reads += 1
+        return await super().schedule()
+
+    async def watch(self, from_revision, sink, *, prefix=""):  # type: ignore[no-untyped-def]
+        self.watched.append(prefix)
+        await super().watch(from_revision, sink, prefix=prefix)
+
+
+async def test_the_reconciler_reads_and_watches_only_its_own_part_of_the_schedule() -> None:
+    """Decisions for other machines never reach this one (fleet woke every agent on every decision)."""
+    m = Machine()
+    registry = RecordingRegistry(m.clock)
+    registry.watched = []
+    async with registry, supervisor(m) as sup, anyio.create_task_group() as tg:
+        await registry.put_unit("hello.service", parse(HELLO_WORLD, "hello.service"), desired_state="launched")
+        await registry.set_machine("hello.service", MACHINE_ID)
+        await tg.start(Reconciler(registry, sup, lambda: MachineSpec(MACHINE_ID), m.clock).run)
+        await settle(m)
+        assert list(await m.running()) == ["busybox1"]
+        assert sorted(registry.watched) == ["schedule/" + MACHINE_ID + "/", "units/"]
+        assert registry.whole_schedule_reads == 0
+        await registry.set_machine("hello.service", "elsewhere")  # moved away: heard as this machine's delete
+        await settle(m)
+        assert await m.running() == {}
+        tg.cancel_scope.cancel()

@@ -1,0 +1,161 @@
+"""Several machines as one: real agent processes on loopback, the first holding the registry, the others joined.
+
+What runs where is read off the Docker engine (each container carries its machine's label), what the cluster says
+off ``fleetlet list-units`` and ``explain`` as a user reads them. Waits poll with a bound (these are processes,
+with no event to wait on from here), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.integration.agent_rig import free_port, until
+from tests.integration.cluster_rig import Cluster
+
+pytestmark = pytest.mark.integration
+
+# A container named after its unit and machine: the machines share one engine, and names are engine-wide.
+SLEEPER = """[Service]
+ExecStart=/usr/bin/docker run --rm --init --name %p-%i-%m busybox sleep 1000
+"""
+
+
+def unit(xfleet: str = "") -> str:
+    return SLEEPER + (f"\n[X-Fleet]\n{xfleet}\n" if xfleet else "")
+
+
+def three(cluster: Cluster) -> None:
+    cluster.add("zone=a,disk=ssd")
+    cluster.add("zone=b,disk=hdd")
+    cluster.add("zone=c,disk=ssd")
+
+
+def machines_of(cluster: Cluster, unit_name: str) -> list[str]:
+    return cluster.placed(unit_name)
+
+
+def test_metadata_conflicts_and_machine_of_across_three_machines(cluster: Cluster) -> None:
+    three(cluster)
+    _, b, c = (m.machine_id for m in cluster.members)
+    until(lambda: len(cluster.fleetlet("list-machines", "--no-legend").stdout.splitlines()) == 3)
+    files = {
+        "ssd.service": unit("MachineMetadata=disk=ssd\nMachineMetadata=zone=c"),
+        "hdd.service": unit("MachineMetadata=disk=hdd"),
+        "hello@.service": unit("Conflicts=hello@*"),
+        "leader.service": unit("MachineMetadata=zone=b"),
+        "follower.service": unit("MachineOf=leader.service"),
+    }
+    instances = [f"hello@{i}.service" for i in range(1, 11)]
+    cluster.submit(files, "start", "--no-block", "ssd.service", "hdd.service", "leader.service", "follower.service")
+    cluster.submit({}, "start", "--no-block", *instances)
+
+    def settled() -> bool:
+        running = cluster.running()
+        return (
+            running[c] >= {"ssd.service"}
+            and running[b] >= {"hdd.service", "leader.service", "follower.service"}
+            and sum(1 for units in running.values() for u in units if u.startswith("hello@")) == 3
+        )
+
+    until(settled)
+    running = cluster.running()
+    assert machines_of(cluster, "ssd.service") == [c]
+    assert machines_of(cluster, "hdd.service") == [b]
+    assert machines_of(cluster, "follower.service") == machines_of(cluster, "leader.service") == [b]
+    hellos = {machine: [u for u in units if u.startswith("hello@")] for machine, units in running.items()}
+    assert sorted(len(v) for v in hellos.values()) == [1, 1, 1], hellos  # one per machine, never two
+    # The seven left over are unscheduled, and say why.
+    waiting = [name for name in instances if not any(name in units for units in running.values())]
+    assert len(waiting) == 7
+    explained = cluster.fleetlet("explain", waiting[0], check=False)
+    assert "hello@" in explained.stdout + explained.stderr, explained
+    assert "conflict" in (explained.stdout + explained.stderr).lower(), explained
+    # list-units from a joined member shows every unit and machine, as from the server.
+    rows = cluster.list_units(via=cluster.members[2])
+    assert {(r["unit"], r["machine"]) for r in rows} >= {("ssd.service", c), ("hdd.service", b)}
+
+
+def test_replaces_evicts_the_unit_it_replaces(cluster: Cluster) -> None:
+    cluster.add("role=web")
+    (only,) = (m.machine_id for m in cluster.members)
+    cluster.submit({"old.service": unit()}, "start", "old.service")
+    until(lambda: machines_of(cluster, "old.service") == [only])
+    cluster.add("role=db")  # a second machine, where the replaced unit can go
+    cluster.submit({"new.service": unit("Replaces=old.service\nMachineMetadata=role=web")}, "start", "new.service")
+    other = cluster.members[1].machine_id
+    until(lambda: machines_of(cluster, "new.service") == [only] and machines_of(cluster, "old.service") == [other])
+
+
+def test_a_global_unit_runs_on_every_matching_machine_and_on_one_that_joins_later(cluster: Cluster) -> None:
+    cluster.add("role=web")
+    cluster.add("role=db")
+    cluster.add("role=web")
+    web = {cluster.members[0].machine_id, cluster.members[2].machine_id}
+    cluster.submit({"everywhere.service": unit("Global=true\nMachineMetadata=role=web")}, "start", "everywhere.service")
+    until(lambda: set(machines_of(cluster, "everywhere.service")) == web)
+    later = cluster.add("role=web")
+    until(lambda: set(machines_of(cluster, "everywhere.service")) == web | {later.machine_id})
+    assert cluster.members[1].machine_id not in machines_of(cluster, "everywhere.service")
+
+
+def test_a_killed_machine_s_units_run_elsewhere_within_5s_and_its_comeback_does_not_double_run(
+    cluster: Cluster,
+) -> None:
+    three(cluster)
+    until(lambda: len(cluster.fleetlet("list-machines", "--no-legend").stdout.splitlines()) == 3)
+    victim = cluster.members[1]
+    files = {
+        "moved.service": unit("MachineMetadata=zone=b\nMachineMetadata=zone=c"),
+        "pal.service": unit("MachineOf=moved.service"),
+    }
+    # Placed on zone b first: the server (zone a) cannot take it, and zone c is filled by a decoy.
+    cluster.submit({"decoy.service": unit("MachineMetadata=zone=c")}, "start", "decoy.service")
+    until(lambda: machines_of(cluster, "decoy.service") == [cluster.members[2].machine_id])
+    cluster.submit(files, "start", "moved.service", "pal.service")
+    until(lambda: machines_of(cluster, "moved.service") == machines_of(cluster, "pal.service") != [])
+    first = machines_of(cluster, "moved.service")
+    if first != [victim.machine_id]:
+        victim = next(m for m in cluster.members if [m.machine_id] == first)
+    killed_at = time.monotonic()
+    cluster.kill(victim)
+
+    # Its containers keep running on the shared engine (the machine "died" but the engine is everybody's), so
+    # "elsewhere" is read as: running on a machine other than the victim.
+    def moved() -> bool:
+        others = [m for m in machines_of(cluster, "moved.service") if m != victim.machine_id]
+        pals = [m for m in machines_of(cluster, "pal.service") if m != victim.machine_id]
+        return others != [] and others == pals
+
+    until(moved, bound=15)
+    elapsed = time.monotonic() - killed_at
+    assert elapsed < 5.0, f"rescheduled after {elapsed:.1f}s\n{cluster.logs()}"
+    # The machine comes back: it finds its units placed elsewhere and stops its copies.
+    cluster.start(victim, join=cluster.server)
+    until(lambda: victim.machine_id not in machines_of(cluster, "moved.service"))
+    assert len(machines_of(cluster, "moved.service")) == 1
+    assert len(machines_of(cluster, "pal.service")) == 1
+
+
+def test_a_member_with_the_wrong_cluster_key_is_refused(cluster: Cluster) -> None:
+    key = cluster.root / "cluster.key"
+    key.write_text("0123456789abcdef0123456789abcdef\n")
+    wrong = cluster.root / "wrong.key"
+    wrong.write_text("fedcba9876543210fedcba9876543210\n")
+    cluster.add("role=server", key=key)
+    cluster.add("role=trusted", key=key)
+    state = cluster.root / "intruder"
+    state.mkdir()
+    result = cluster.start_failing(
+        [
+            *("--state-dir", str(state), "--listen", f"127.0.0.1:{free_port()}"),
+            *("--join", cluster.server.url, "--cluster-key", str(wrong)),
+        ]
+    )
+    assert result.returncode != 0
+    assert "cluster key" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    until(lambda: len(cluster.fleetlet("list-machines", "--no-legend").stdout.splitlines()) == 2)
+    assert "refused" in cluster.server.log.read_text()
