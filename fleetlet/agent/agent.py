@@ -204,6 +204,7 @@ class Agent:
         placement, states = PlacementFeed(hub), StateFeed(hub, config.machine_id)
         gossip = self._gossip(states, key) if config.host is not None else None
         view = AgentView(machine, journal_dir, clock, gossip)
+        view.leader_url = self._remote_registry  # a joined agent's server leads, and knows why a unit is unplaced
         taps = JournalTaps(hub, view, config.machine_id, clock)
         app = fleet_v1_app(
             registry,

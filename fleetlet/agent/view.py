@@ -33,6 +33,7 @@ class AgentView:
         self._clock = clock
         self.supervisor: Supervisor | None = None
         self.engine: Engine | None = None
+        self.leader_url = ""  # a joined agent's server, which leads; empty on the server itself
 
     def machines(self) -> Sequence[MachineSpec]:
         """The live members of the cluster (alive or suspect), or this machine alone when it does not gossip."""
@@ -70,3 +71,11 @@ class AgentView:
         if machine_id != self._machine.id:
             raise UnknownMachine(machine_id)
         self._machine.set_metadata(metadata)
+
+    def answered_by(self, machine_id: str | None) -> str | None:
+        """Another live member's URL: the unit's machine's, or the leader's for a unit on no machine."""
+        if machine_id is None:
+            return self.leader_url or None
+        if machine_id == self._machine.id or self._gossip is None:
+            return None
+        return next((r.address for r in self._gossip.gossiper.placeable() if r.id == machine_id and r.address), None)

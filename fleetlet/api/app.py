@@ -63,6 +63,7 @@ def fleet_v1_app(
     followers = journal.Followers()
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
     app.on_shutdown.append(followers.close)
+    app.on_cleanup.append(ctx.proxy.close)
     for prefix in PREFIXES:
         app.add_routes(units.routes(ctx, prefix))
         app.add_routes(state.routes(view, ctx.page_size, prefix))

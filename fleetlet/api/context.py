@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fleetlet.api.caches import OptionsCache, ScheduleCache
+from fleetlet.api.proxy import Proxy
 from fleetlet.api.view import NodeView
 from fleetlet.clock import Clock
 from fleetlet.registry.protocol import Registry
@@ -28,3 +29,4 @@ class ApiContext:
     page_size: int = PAGE_SIZE
     schedules: ScheduleCache = field(default_factory=ScheduleCache)
     options: OptionsCache = field(default_factory=OptionsCache)
+    proxy: Proxy = field(default_factory=Proxy)  # status and journal of units another member runs

@@ -61,6 +61,11 @@ class NodeView(Protocol):
         """Replace a machine's metadata; :class:`UnknownMachine` when there is no such machine."""
         ...
 
+    def answered_by(self, machine_id: str | None) -> str | None:
+        """The URL of the member that answers for a unit on ``machine_id`` (None: on no machine, the leader's
+        business), when that is another member; None when this one answers for it."""
+        ...
+
 
 @dataclass
 class StaticView:
@@ -71,6 +76,7 @@ class StaticView:
     statuses: dict[str, UnitStatus] = field(default_factory=dict)
     journals: dict[str, Journal] = field(default_factory=dict)
     reasons: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    members: dict[str | None, str] = field(default_factory=dict)  # machine (None: the leader) -> URL, if not here
 
     def machines(self) -> Sequence[MachineSpec]:
         return self.machine_list
@@ -96,3 +102,6 @@ class StaticView:
                 self.machine_list[i] = MachineSpec(machine.id, metadata, machine.public_ip)
                 return
         raise UnknownMachine(machine_id)
+
+    def answered_by(self, machine_id: str | None) -> str | None:
+        return self.members.get(machine_id)

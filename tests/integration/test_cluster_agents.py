@@ -75,6 +75,16 @@ def test_metadata_conflicts_and_machine_of_across_three_machines(cluster: Cluste
     # list-units from a joined member shows every unit and machine, as from the server.
     rows = cluster.list_units(via=cluster.members[2])
     assert {(r["unit"], r["machine"]) for r in rows} >= {("ssd.service", c), ("hdd.service", b)}
+    # status and journal of a unit from a member that does not run it: answered by the one that does.
+    status = cluster.fleetlet("status", "hdd.service", via=cluster.members[2]).stdout
+    assert "active (running)" in status, status
+    assert "Container:" in status, status  # what only its machine knows
+    assert b[:8] in status, status
+    journal = cluster.fleetlet("journal", "hdd.service", via=cluster.server).stdout
+    assert "Started hdd.service." in journal, journal
+    # why a unit is unplaced, asked of a joined member (the leader knows): the reasons, not silence.
+    from_joined = cluster.fleetlet("explain", waiting[0], via=cluster.members[1], check=False)
+    assert "conflict" in (from_joined.stdout + from_joined.stderr).lower(), from_joined
 
 
 def test_replaces_evicts_the_unit_it_replaces(cluster: Cluster) -> None:
