@@ -238,6 +238,8 @@ class Agent:
                 machine_id=config.machine_id,
                 on_leadership=LeaderFeed(hub).leadership,
                 on_unplaceable=placement.unplaceable,
+                # A restarted server knows only itself at first: give the members running units a join's time.
+                membership_grace=config.gossip.join_timeout if gossip is not None else 0.0,
             )
             machine.subscribe(engine.machines_changed)
             if gossip is not None:

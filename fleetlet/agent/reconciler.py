@@ -44,7 +44,7 @@ class Reconciler:
 
     It mirrors the registry (units and schedule, from one watch) so a pass reads nothing: a pass runs at start,
     after every change of the registry or of this machine's metadata, and every ``interval`` seconds; changes that
-    arrive during a pass coalesce into one more pass. Unit files are checked once per hash, not once per pass.
+    arrive during a pass coalesce into one more pass. Unit files are checked once per name and hash, not once per pass.
     """
 
     def __init__(
@@ -63,7 +63,9 @@ class Reconciler:
         self._interval = interval
         self._wake = anyio.Event()
         self._mirror = RegistryMirror()
-        self._checked: dict[str, CheckedUnit | None] = {}  # unit hash -> checked unit (None: cannot be loaded)
+        # (unit name, hash) -> checked unit (None: cannot be loaded). The name is part of the key: two units with
+        # one text are two units (specifiers such as %n and %p expand to each one's name).
+        self._checked: dict[tuple[str, str], CheckedUnit | None] = {}
 
     def wake(self) -> None:
         """Run a pass soon: something besides the registry changed (this machine's metadata)."""
@@ -96,13 +98,14 @@ class Reconciler:
         await self._supervisor.apply(plan(desired, self._supervisor.current()), units)
 
     def _check(self, record: UnitRecord) -> CheckedUnit | None:
-        if record.hash not in self._checked:
+        key = (record.name, record.hash)
+        if key not in self._checked:
             try:
-                self._checked[record.hash] = load_unit(record.text, record.name)
+                self._checked[key] = load_unit(record.text, record.name)
             except FleetletError as exc:  # accepted by an older fleetlet, perhaps: nothing to run
                 log.warning("%s: cannot load the unit: %s", record.name, exc)
-                self._checked[record.hash] = None
-        return self._checked[record.hash]
+                self._checked[key] = None
+        return self._checked[key]
 
     async def _tick(self) -> None:
         while True:

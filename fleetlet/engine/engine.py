@@ -80,6 +80,7 @@ class Engine:
         settle_max: float = DEFAULT_SETTLE_MAX,
         on_leadership: LeadershipListener = _ignore_leadership,
         on_unplaceable: UnplaceableListener = _ignore_unplaceable,
+        membership_grace: float = 0.0,
     ) -> None:
         if lease_ttl <= 0 or settle < 0 or settle_max < settle:
             raise ValueError("lease_ttl must be positive and 0 <= settle <= settle_max")
@@ -92,6 +93,8 @@ class Engine:
         self._settle_max = settle_max
         self._on_leadership = on_leadership
         self._on_unplaceable = on_unplaceable
+        self._membership_grace = membership_grace
+        self._grace_ends = 0.0  # monotonic: until then a term waits to hear of the machines its schedule names
         self._lease: LeaderRecord | None = None
         self._term: anyio.CancelScope | None = None
         self._wake = anyio.Event()
@@ -195,6 +198,7 @@ class Engine:
 
     async def _lead(self) -> bool:
         """One term: keep the lease and the schedule until deposed (returns True) or cancelled."""
+        self._grace_ends = self._clock.monotonic() + self._membership_grace
         async with anyio.create_task_group() as tg:
             self._term = tg.cancel_scope
             tg.start_soon(self._keep_lease)
@@ -252,13 +256,17 @@ class Engine:
             self._wake.set()
 
     async def _decide_loop(self) -> None:
-        """A pass at once on taking over, then one after each settled burst of changes."""
+        """A pass at once on taking over, then one after each settled burst of changes (or when a hold ends)."""
         self._wake = anyio.Event()
-        await self._decide()
+        held = await self._decide()
         while True:
-            await self._wake.wait()
+            if held:
+                async with move_on_after(self._clock, held):
+                    await self._wake.wait()
+            else:
+                await self._wake.wait()
             await self._quiet()
-            await self._decide()
+            held = await self._decide()
 
     async def _quiet(self) -> None:
         """Wait until no change has come for ``settle`` seconds, or ``settle_max`` after the first: one pass a burst.
@@ -279,17 +287,34 @@ class Engine:
             if quiet.expired:
                 return
 
-    async def _decide(self) -> None:
-        """One scheduling pass: plan from the mirror, write each decision until leadership or a conflict stops it."""
+    async def _decide(self) -> float:
+        """One scheduling pass: plan from the mirror, write each decision until leadership or a conflict stops it.
+
+        Returns how long the pass is held back (0: it ran). A new term holds its passes for up to
+        ``membership_grace`` while the schedule names machines the membership has not heard of yet: a leader that
+        just (re)started knows only itself, and would otherwise move every unit of the machines still running
+        them, stopping units that never needed to stop. Any membership change ends the hold early.
+        """
         if not self.leading:
-            return
+            return 0.0
         snapshot, broken = self.mirror.snapshot(self._machines())
+        held = self._grace_ends - self._clock.monotonic()
+        if held > 0:
+            known = {machine.id for machine in snapshot.machines}
+            unheard = sorted({m for m in snapshot.schedule.values() if m not in known})
+            if unheard:
+                log.info(
+                    "waiting up to %.1fs to hear from %s before deciding: units run there",
+                    held,
+                    ", ".join(_short(m) for m in unheard),
+                )
+                return held
         plan = schedule(snapshot)
         self.passes += 1
         self._report_unplaceable({**plan.unplaceable, **broken})
         for decision in sorted(plan.decisions, key=_down_before_up):
             if not self.leading:
-                return
+                return 0.0
             expect = self.mirror.entry_revision(decision.unit)
             try:
                 if decision.machine is None:
@@ -302,9 +327,10 @@ class Engine:
                 )
                 self.mirror.reload_schedule(await self._registry.schedule())
                 self._wake.set()
-                return
+                return 0.0
             self.mirror.record_write(decision.unit, decision.machine, revision)
             log.info("%s", describe(decision))
+        return 0.0
 
     def _report_unplaceable(self, reasons: Mapping[str, tuple[str, ...]]) -> None:
         """Keep the latest reasons for the API, and log and tell a unit's reasons when they change (not every pass)."""

@@ -169,3 +169,26 @@ def test_a_member_with_the_wrong_cluster_key_is_refused(cluster: Cluster) -> Non
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     until(lambda: len(cluster.fleetlet("list-machines", "--no-legend").stdout.splitlines()) == 2)
     assert "refused" in cluster.server.log.read_text()
+
+
+def test_while_the_server_is_down_units_keep_running_and_placement_resumes_when_it_is_back(cluster: Cluster) -> None:
+    server = cluster.add("role=server")
+    worker = cluster.add("role=worker")
+    files = {"work.service": unit("MachineMetadata=role=worker"), "later.service": unit("MachineMetadata=role=worker")}
+    cluster.submit(files, "start", "work.service")
+    until(lambda: machines_of(cluster, "work.service") == [worker.machine_id])
+    cluster.kill(server)
+    # The worker's registry is gone: what it asks of it fails with one line, and its unit keeps running.
+    refused = cluster.fleetlet("list-unit-files", via=worker, check=False)
+    assert refused.returncode != 0
+    assert "cannot be reached" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # a few seconds without the server: nothing stops
+        assert machines_of(cluster, "work.service") == [worker.machine_id], cluster.logs()
+        time.sleep(0.5)
+    cluster.start(server)  # the same machine, state directory and port: the registry is back
+    until(lambda: len(cluster.fleetlet("list-machines", "--no-legend").stdout.splitlines()) == 2)
+    cluster.submit({}, "start", "later.service")
+    until(lambda: machines_of(cluster, "later.service") == [worker.machine_id])
+    assert machines_of(cluster, "work.service") == [worker.machine_id]

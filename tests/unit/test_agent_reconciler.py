@@ -120,3 +120,15 @@ async def test_the_reconciler_reads_and_watches_only_its_own_part_of_the_schedul
         await settle(m)
         assert await m.running() == {}
         tg.cancel_scope.cancel()
+
+
+async def test_two_units_with_the_same_text_run_as_two_units() -> None:
+    """The checked-unit cache is keyed by name and hash: one text's specifiers expand per unit."""
+    m = Machine()
+    same = "[Service]\nExecStart=/usr/bin/docker run --rm --name %p busybox sleep 1000\n"
+    async with reconciling(m, LocalMachine(MachineSpec(MACHINE_ID))) as registry:
+        for name in ("first.service", "second.service"):
+            await registry.put_unit(name, parse(same, name), desired_state="launched")
+            await registry.set_machine(name, MACHINE_ID)
+        await settle(m)
+        assert sorted(await m.running()) == ["first", "second"]

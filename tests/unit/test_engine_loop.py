@@ -374,3 +374,31 @@ async def test_a_compacted_watch_reads_everything_again(clock: ManualClock, deci
         assert await placements(registry) == {"early.service": A, "hello.service": A}
     assert any(line.startswith("registry watch fell behind") for line in decisions)
     assert engine.mirror.parses == 2  # the re-read kept the parsed requirements
+
+
+@pytest.mark.anyio
+async def test_a_new_term_waits_to_hear_of_the_machines_its_schedule_names(
+    registry: MemoryRegistry, clock: ManualClock, decisions: list[str]
+) -> None:
+    """A restarted leader knows only itself: the units of machines not heard from yet stay, for a grace period."""
+    await registry.put_unit("kept.service", unit(), desired_state="launched")
+    await registry.set_machine("kept.service", B)
+    await registry.put_unit("gone.service", unit(), desired_state="launched")
+    await registry.set_machine("gone.service", C)
+    machines = [MachineSpec(A)]
+    engine = Engine(registry, lambda: machines, clock, machine_id=A, lease_ttl=TTL, settle=SETTLE, membership_grace=5.0)
+    async with running(engine):
+        await settled(clock)
+        assert await placements(registry) == {"kept.service": B, "gone.service": C}  # held: nothing moved
+        assert any("waiting up to" in line and "bbbbbbbb" in line for line in decisions)
+        machines.append(MachineSpec(B))  # B gossips in: the hold goes on for C, which is still unheard of
+        engine.machines_changed()
+        await settled(clock)
+        assert await placements(registry) == {"kept.service": B, "gone.service": C}
+        for _ in range(5):  # the grace runs out (in steps: the lease is renewed on the way)
+            clock.advance(1.0)
+            await clock.settle()
+        await settled(clock)  # C is gone: its unit moves
+        placed = await placements(registry)
+        assert placed["kept.service"] == B
+        assert placed["gone.service"] in (A, B), decisions
