@@ -74,18 +74,7 @@ class Agents:
 
     def fleetlet(self, *args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run the CLI against these agents; ``cwd`` is where it looks for local unit files and templates."""
-        result = subprocess.run(
-            [str(FLEETLET), *args, "--endpoint", self.endpoint],
-            env=self._env(),
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=BOUND,
-            check=False,
-        )
-        if check:
-            assert result.returncode == 0, (args, result.stdout, result.stderr)
-        return result
+        return cli(self.endpoint, self._env(), *args, check=check, cwd=cwd)
 
     def containers(self) -> list[ContainerState]:
         async def listed() -> list[ContainerState]:
@@ -122,6 +111,24 @@ class Agents:
 
     def _env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": self.docker_url}
+
+
+def cli(
+    endpoint: str, env: Mapping[str, str], *args: str, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``fleetlet ARGS --endpoint ENDPOINT`` as a user types it; asserts success unless ``check`` is False."""
+    result = subprocess.run(
+        [str(FLEETLET), *args, "--endpoint", endpoint],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result
 
 
 def free_port() -> int:

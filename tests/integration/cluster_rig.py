@@ -23,7 +23,7 @@ import anyio
 
 from fleetlet.exec.docker_runtime import DockerRuntime
 from fleetlet.exec.runtime import LABEL_MACHINE, LABEL_ROLE, LABEL_UNIT, NoSuchContainer
-from tests.integration.agent_rig import BOUND, FLEETLET, free_port, until
+from tests.integration.agent_rig import BOUND, FLEETLET, cli, free_port, until
 
 
 @dataclass
@@ -117,18 +117,7 @@ class Cluster:
         self, *args: str, via: Member | None = None, check: bool = True, cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
         """The CLI against one member (the server by default), as a user types it."""
-        result = subprocess.run(
-            [str(FLEETLET), *args, "--endpoint", (via or self.server).endpoint],
-            env=self._env(),
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=BOUND,
-            check=False,
-        )
-        if check:
-            assert result.returncode == 0, (args, result.stdout, result.stderr)
-        return result
+        return cli((via or self.server).endpoint, self._env(), *args, check=check, cwd=cwd)
 
     def submit(self, files: Mapping[str, str], *args: str) -> None:
         """Write unit files to a directory and ``fleetlet start`` (or what ``args`` say) them from there."""
