@@ -113,10 +113,17 @@ class ClusterNode:
 class MemoryCluster:
     """Nodes sharing one registry, one network, one clock and one task group. Build it with :func:`memory_cluster`."""
 
-    def __init__(self, clock: ManualClock, network: MemoryNetwork, tg: TaskGroup, settings: GossipSettings) -> None:
+    def __init__(
+        self,
+        clock: ManualClock,
+        registry: MemoryRegistry,
+        network: MemoryNetwork,
+        tg: TaskGroup,
+        settings: GossipSettings,
+    ) -> None:
         self.clock = clock
         self.network = network
-        self.registry = MemoryRegistry(clock)
+        self.registry = registry
         self.settings = settings
         self.nodes: list[ClusterNode] = []
         self.unplaceable_reports: list[Mapping[str, tuple[str, ...]]] = []
@@ -302,6 +309,14 @@ class MemoryCluster:
             if c.status == "running"
         }
 
+    async def container_ids(self, node: ClusterNode) -> dict[str, str]:
+        """Unit -> the ID of its running container in the node's runtime (an adopted container keeps its ID)."""
+        return {
+            c.labels[LABEL_UNIT]: c.id
+            for c in await node.runtime.list({LABEL_MACHINE: node.machine_id})
+            if c.status == "running"
+        }
+
     async def running(self, *, include_dead: bool = False) -> dict[str, set[str]]:
         """Machine ID -> the units with a running container there (a killed node's only with ``include_dead``)."""
         return {node.machine_id: await self.containers(node) for node in self.nodes if node.alive or include_dead}
@@ -328,8 +343,7 @@ def _record(machine_id: str, address: str, metadata: Mapping[str, str]) -> Machi
 async def memory_cluster(settings: GossipSettings | None = None) -> AsyncIterator[MemoryCluster]:
     """An empty cluster; add nodes with :meth:`MemoryCluster.add`. Everything is cancelled when the block ends."""
     clock = ManualClock()
-    async with MemoryNetwork() as network, anyio.create_task_group() as tg:
-        cluster = MemoryCluster(clock, network, tg, settings or GossipSettings())
-        async with cluster.registry:
-            yield cluster
-            tg.cancel_scope.cancel()
+    # The registry outlives the nodes' tasks, so that the engine's resignation on the way out still reaches it.
+    async with MemoryRegistry(clock) as registry, MemoryNetwork() as network, anyio.create_task_group() as tg:
+        yield MemoryCluster(clock, registry, network, tg, settings or GossipSettings())
+        tg.cancel_scope.cancel()

@@ -15,6 +15,7 @@ import pytest
 from fleetlet.cluster.gossiper import GossipSettings
 from fleetlet.cluster.membership import Status
 from fleetlet.engine.engine import DEFAULT_SETTLE
+from fleetlet.exec.runtime import LABEL_UNIT
 from tests.unit.memory_cluster import ClusterNode, MemoryCluster, memory_cluster, unit_text
 
 pytestmark = pytest.mark.anyio
@@ -51,8 +52,8 @@ async def converged(cluster: MemoryCluster) -> None:
 
 async def single_runs(cluster: MemoryCluster, *, include_dead: bool = False) -> dict[str, str]:
     """Unit -> the one machine running it; fails if any unit runs on two machines."""
-    counts = Counter(unit for units in (await cluster.running(include_dead=include_dead)).values() for unit in units)
-    twice = sorted(unit for unit, count in counts.items() if count > 1)
+    running = await cluster.running(include_dead=include_dead)
+    twice = sorted(unit for unit, count in Counter(u for units in running.values() for u in units).items() if count > 1)
     assert twice == [], f"running on more than one machine: {twice}"
     return {unit: machine for machine, units in (await cluster.running(include_dead=include_dead)).items()
             for unit in units}  # fmt: skip
@@ -185,6 +186,7 @@ async def test_a_killed_machine_s_units_run_elsewhere_within_the_target_honourin
 async def test_a_killed_machine_that_comes_back_runs_only_what_is_placed_on_it_now() -> None:
     async with memory_cluster() as cluster:
         a, victim, survivor = await placed_on_b_or_c(cluster)
+        before = await cluster.container_ids(victim)
         cluster.kill(victim)
 
         async def moved() -> bool:
@@ -200,14 +202,93 @@ async def test_a_killed_machine_that_comes_back_runs_only_what_is_placed_on_it_n
 
         await cluster.until(pinned_back, within=2.0)
         await cluster.advance(2.0)  # and it stays that way
-        # Its old copy of moved.service was swept at start; pinned.service's container was adopted or started again.
         assert await single_runs(cluster) == {
             "moved.service": survivor.machine_id,
             "pinned.service": victim.machine_id,
         }
         assert cluster.loaded(victim) == {"pinned.service": "active/running"}
+        # Neither unit was placed on it when it started: both containers the killed agent left were swept, and
+        # pinned.service started afresh once the engine placed it there again.
+        assert before["pinned.service"] not in (await cluster.container_ids(victim)).values()
+        assert created(victim) == ["moved.service", "pinned.service", "pinned.service"]
+        assert sorted(call.args[0] for call in victim.runtime.called("remove")) == sorted(before.values())
         assert await cluster.placements() == {
             "moved.service": survivor.machine_id,
             "pinned.service": victim.machine_id,
         }
         assert a.view()[victim.machine_id] is Status.ALIVE
+
+
+async def test_an_agent_restarted_before_it_is_declared_dead_adopts_its_containers_and_nothing_moves() -> None:
+    async with memory_cluster() as cluster:
+        a, victim, _ = await placed_on_b_or_c(cluster)
+        before = await cluster.container_ids(victim)
+        cluster.kill(victim)
+        await cluster.advance(0.5)  # less than the detector needs to suspect it
+        assert a.view()[victim.machine_id] is Status.ALIVE
+        await cluster.restart(victim)
+        await converged(cluster)
+        await cluster.advance(RESCHEDULE_TARGET)
+
+        assert await cluster.container_ids(victim) == before  # the same containers, adopted
+        assert created(victim) == ["moved.service", "pinned.service"]
+        assert victim.runtime.called("remove") == []
+        assert await single_runs(cluster) == {"moved.service": victim.machine_id, "pinned.service": victim.machine_id}
+        assert cluster.loaded(victim) == {"moved.service": "active/running", "pinned.service": "active/running"}
+        assert [event.type for _, event in a.events if event.member == victim.machine_id] == ["joined"]
+
+
+def created(node: ClusterNode) -> list[str]:
+    """The units the node's runtime created containers for, in order."""
+    return [call.args[0]["Labels"][LABEL_UNIT] for call in node.runtime.called("create")]
+
+
+async def test_a_global_unit_runs_on_every_matching_machine_including_one_that_joins_later() -> None:
+    async with memory_cluster() as cluster:
+        web1, db, web2 = await start(cluster, {"role": "web"}, {"role": "db"}, {"role": "web"})
+        await cluster.submit("everywhere.service", unit_text("Global=true\nMachineMetadata=role=web"))
+        await cluster.advance(0.5)
+        assert await cluster.where("everywhere.service") == [web1.machine_id, web2.machine_id]
+        assert await cluster.placements() == {}  # each agent decides for itself: nothing is scheduled
+
+        late = await cluster.add({"role": "web"})
+        other = await cluster.add({"role": "db"})
+        took = await cluster.until(lambda: cluster.loaded(late) == {"everywhere.service": "active/running"}, within=1.0)
+        assert took == 0.0  # its first reconcile pass, before it has even gossiped: no leader involved
+        await converged(cluster)
+        assert await cluster.where("everywhere.service") == [web1.machine_id, web2.machine_id, late.machine_id]
+        assert cluster.loaded(db) == cluster.loaded(other) == {}
+
+
+async def test_a_metadata_change_moves_a_unit_that_no_longer_matches() -> None:
+    async with memory_cluster() as cluster:
+        a, b, c = await start(cluster, {"role": "db"}, {"role": "web"}, {"role": "db"})
+        await cluster.submit("web.service", unit_text("MachineMetadata=role=web"))
+        await cluster.submit("anywhere.service", unit_text())
+        await cluster.advance(0.5)
+        assert await cluster.where("web.service") == [b.machine_id]
+        anywhere = await cluster.where("anywhere.service")
+
+        c.set_metadata({"role": "web"})
+        await cluster.advance(1.0)
+        assert await cluster.where("web.service") == [b.machine_id]  # still matches: placements are kept
+
+        changed_at = cluster.clock.monotonic()
+        b.set_metadata({"role": "db"})
+
+        async def moved() -> bool:
+            return await cluster.where("web.service") == [c.machine_id]
+
+        took = await cluster.until(moved, within=RESCHEDULE_TARGET, each_step=lambda: _at_most_once(cluster))
+        heard = a.heard("metadata-changed", b) - changed_at
+        # The leader hears of it by gossip, then waits the engine's settle time; nobody waits for a detector.
+        assert took == pytest.approx(heard + DEFAULT_SETTLE)
+        assert took < 1.0
+        assert await cluster.placements() == {"web.service": c.machine_id, "anywhere.service": anywhere[0]}
+        assert await cluster.where("anywhere.service") == anywhere  # a unit without requirements stays put
+        assert "web.service" not in cluster.loaded(b)
+
+
+async def _at_most_once(cluster: MemoryCluster) -> bool:
+    counts = Counter(unit for units in (await cluster.running()).values() for unit in units)
+    return all(count == 1 for count in counts.values())
