@@ -292,3 +292,58 @@ async def test_a_metadata_change_moves_a_unit_that_no_longer_matches() -> None:
 async def _at_most_once(cluster: MemoryCluster) -> bool:
     counts = Counter(unit for units in (await cluster.running()).values() for unit in units)
     return all(count == 1 for count in counts.values())
+
+
+async def test_a_machine_cut_off_by_a_partition_gives_its_units_up_and_rejoins_when_it_heals() -> None:
+    """Gossip cut, registry still reachable (it is the server's): the leader moves the units, and the cut-off
+    machine, hearing of its schedule entry's removal, stops its copy: at no moment does a unit run twice."""
+    async with memory_cluster() as cluster:
+        a, victim, survivor = await placed_on_b_or_c(cluster)
+        for other in (a, survivor):
+            cluster.network.partition(victim.address, other.address)
+
+        async def moved() -> bool:
+            return await cluster.where("moved.service") == [survivor.machine_id]
+
+        await cluster.until(moved, within=RESCHEDULE_TARGET, each_step=lambda: _at_most_once(cluster))
+        assert await cluster.containers(victim) == set()  # both units stopped: pinned.service is unplaceable now
+        assert a.view()[victim.machine_id] is Status.DEAD
+        assert victim.view()[a.machine_id] is Status.DEAD  # it sees the others dead too, and runs no engine
+
+        for other in (a, survivor):
+            cluster.network.partition(victim.address, other.address, cut=False)
+        await converged(cluster)
+        back = [
+            event.reason for at, event in a.events if event.member == victim.machine_id and at > a.heard("dead", victim)
+        ]
+        assert back == ["came back after it was declared dead"]
+
+        async def pinned_back() -> bool:
+            return await cluster.where("pinned.service") == [victim.machine_id]
+
+        await cluster.until(pinned_back, within=2.0, each_step=lambda: _at_most_once(cluster))
+        assert await single_runs(cluster) == {"moved.service": survivor.machine_id, "pinned.service": victim.machine_id}
+
+
+async def test_instances_waiting_on_conflicts_are_placed_when_a_machine_joins_and_wait_again_when_one_dies() -> None:
+    async with memory_cluster() as cluster:
+        nodes = await start(cluster, {}, {}, {})
+        instances = [f"hello@{i}.service" for i in range(1, 6)]
+        for name in instances:
+            await cluster.submit(name, unit_text("Conflicts=hello@*"))
+        await cluster.advance(0.5)
+        assert len(cluster.engine.unplaceable) == 2
+
+        fourth = await cluster.add()
+        await converged(cluster)
+        await cluster.advance(0.5)
+        assert len(cluster.loaded(fourth)) == 1
+        assert len(cluster.engine.unplaceable) == 1
+
+        cluster.kill(nodes[1])
+        await cluster.advance(RESCHEDULE_TARGET)
+        # The dead machine's instance has nowhere to go (every live machine runs one already): it waits too.
+        runs = await single_runs(cluster)
+        assert sorted(runs.values()) == sorted([nodes[0].machine_id, nodes[2].machine_id, fourth.machine_id])
+        assert len(cluster.engine.unplaceable) == 2
+        assert set(cluster.engine.unplaceable) == set(instances) - set(runs)
