@@ -352,14 +352,14 @@ class _Feed:
                 if self._heartbeat_due:
                     self._heartbeat_due = False
                     await self._heartbeat()
-                if self._stopped.is_set():
+                if self.ended is not None:
                     return  # checked last thing before the wait: a stop from now on nudges it
                 batch = self._subscription.take(BATCH)
-                if batch is None or not batch.events:
-                    # Woken by a publish, or nudged by a stop or a heartbeat due: either way, look again.
-                    await self._subscription.wait()
-                    continue
-                await self._write(batch.message, batch.through)
+                if batch is not None and batch.events:
+                    await self._write(batch.message, batch.through)
+                # At once if more came meanwhile (no second look at the hub for the common case, a batch that
+                # reached the head); else until a publish, or a nudge for a stop or a heartbeat due.
+                await self._subscription.wait()
         except TooSlow:  # the ring dropped events it had not taken
             self._stop(_End.TOO_SLOW)
         except ConnectionError:
@@ -369,7 +369,7 @@ class _Feed:
 
     async def _write(self, message: bytes, through: int) -> None:
         """Send ``message``, the events the cursor took up to index ``through``, filtered out ones included."""
-        if self._stopped.is_set():
+        if self.ended is not None:
             return
         self._writing_since = self._clock.monotonic()
         # Counted before the write: if stuck, the write has handed the message to the transport already, so a

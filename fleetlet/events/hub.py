@@ -22,11 +22,10 @@ current index: list-then-watch in one request, with no gap between the two.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, Final
-
-import anyio
 
 from fleetlet.clock import Clock
 from fleetlet.events.batches import Batch, BatchCache
@@ -68,7 +67,7 @@ class EventHub:
         # The index of the last event published: the next one is one more.
         self._index = first_index if first_index > 0 else int(clock.time() * 1_000_000)
         self._live: dict[tuple[Topic, str], Event] = {}
-        # Subscriptions waiting for the next event, each on its own anyio.Event: a publish wakes them, and one of
+        # Subscriptions waiting for the next event, each on its own future: a publish wakes them, and one of
         # them can be woken alone (Subscription.nudge) without waking the others.
         self._waiting: dict[Subscription, None] = {}
         self._batches = BatchCache()
@@ -160,7 +159,7 @@ class Subscription:
         self._filter = event_filter
         self.index = after  # the last index taken, matching or not: where a client resumes
         self._checked_lag: int | None = None
-        self._ready: anyio.Event | None = None  # while waiting: set by the next publish or a nudge
+        self._ready: asyncio.Future[None] | None = None  # while waiting: done at the next publish or nudge
         self._nudged = False
 
     @property
@@ -204,15 +203,17 @@ class Subscription:
         """Return once an event may follow the cursor, or when nudged (:meth:`nudge`); at once if one already does.
 
         The way to wait that a task can be woken from without cancelling it (a cancellation could land in a write
-        that follows), and with no cancel scope: hundreds of subscribers wait after every batch.
+        that follows), and with no cancel scope: hundreds of subscribers wait after every batch, so the wait is
+        the cheapest there is, a bare future of the event loop (an anyio.Event, made afresh for every wait since
+        it cannot be reset, cost a quarter of a wake-up). The hub serves aiohttp, whose loop is asyncio's.
         """
         if self.lag > 0 or self._nudged:
             self._nudged = False
             return
-        ready = self._ready = anyio.Event()
+        ready = self._ready = asyncio.get_running_loop().create_future()
         self._hub._waiting[self] = None
         try:
-            await ready.wait()
+            await ready
         finally:
             self._ready = None
             self._hub._waiting.pop(self, None)
@@ -224,5 +225,6 @@ class Subscription:
         self._wake()
 
     def _wake(self) -> None:
-        if self._ready is not None:
-            self._ready.set()
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)
