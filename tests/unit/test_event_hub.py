@@ -285,3 +285,17 @@ def test_the_batch_cache_forgets_the_oldest_first() -> None:
     assert len(cache) == 2
     assert cache.get((0, 0, EventFilter())) is None
     assert cache.get((2, 2, EventFilter())) is batches[2]
+
+
+async def test_a_wait_cancelled_leaves_nothing_for_a_publish_or_a_nudge_to_trip_on() -> None:
+    h = hub()
+    sub = h.subscribe()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sub.wait)
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    sub.nudge()
+    event = h.publish("unit", "submitted", "a.service", {})
+    with anyio.fail_after(1):
+        await sub.wait()  # at once: nudged, and an event follows the cursor
+    assert sub.poll() == [event]
