@@ -1,4 +1,8 @@
-"""Run every benchmark: ``python -m bench`` (``make bench``)."""
+"""Run the benchmarks: ``python -m bench`` (``make bench``) runs every one; ``python -m bench events gossip`` only
+those named (the module names without ``bench_``)."""
+
+import argparse
+from collections.abc import Callable
 
 from bench import (
     bench_actors,
@@ -10,11 +14,24 @@ from bench import (
     bench_units,
 )
 
+# In the order a full run takes them.
+BENCHMARKS: dict[str, Callable[[], None]] = {
+    "units": bench_units.main,
+    "actors": bench_actors.main,
+    "registry": bench_registry.main,
+    "list_units": bench_list_units.main,
+    "scheduler": bench_scheduler.main,
+    "events": bench_events.main,
+    "gossip": bench_gossip.main,
+}
+
 if __name__ == "__main__":
-    bench_units.main()
-    bench_actors.main()
-    bench_registry.main()
-    bench_list_units.main()
-    bench_scheduler.main()
-    bench_events.main()
-    bench_gossip.main()
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)}; none: all")
+    chosen = parser.parse_args().names or list(BENCHMARKS)
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"no benchmark {', '.join(unknown)}: expected any of {', '.join(BENCHMARKS)}")
+    for name in BENCHMARKS:
+        if name in chosen:
+            BENCHMARKS[name]()

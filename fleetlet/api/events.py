@@ -15,7 +15,8 @@ Every frame is one JSON document on a line of its own: a websocket text message 
 events taken from the hub at once, so a busy stream costs one message per batch, not per event), and NDJSON is a
 stream of them. A client splits each message on newlines. The frames:
 
-- an event, as the hub encoded it once for every subscriber;
+- an event, as the hub encoded it once for every subscriber; the events a subscriber takes at once are one
+  message, joined once for every subscriber that takes the same ones (:mod:`fleetlet.events.batches`);
 - a heartbeat ``{"type":"heartbeat","index","time"}`` every :data:`HEARTBEAT_SECONDS`: it keeps an idle
   connection alive and gives the index to resume after, which moves on even when the filter lets nothing through;
 - an error ``{"type":"error","code","message","index"}``, the last frame before the server closes the stream:
@@ -39,7 +40,7 @@ never waits for a subscriber and a slow subscriber delays nobody else.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, Protocol
 
@@ -61,7 +62,7 @@ HEARTBEAT_SECONDS: Final = 5.0
 WRITE_TIMEOUT_SECONDS: Final = 10.0
 # For the last frames of a stream and the close handshake; past it the connection is dropped.
 CLOSE_TIMEOUT_SECONDS: Final = 5.0
-# Events taken from the hub at once: an NDJSON write, or a run of websocket messages between two looks at the hub.
+# Events taken from the hub at once, and sent as one message (an NDJSON write).
 BATCH: Final = 256
 INDEX_TOO_OLD_CLOSE: Final = 4410
 TOO_SLOW_CLOSE: Final = 4008
@@ -154,11 +155,6 @@ class _Sink(Protocol):
     @property
     def response(self) -> web.StreamResponse: ...
 
-    # How many frames one write may carry. A write stuck waiting for the transport to drain has handed every
-    # frame it carries to the transport already: aiohttp writes first, then waits.
-    @property
-    def frames_per_write(self) -> int: ...
-
     # Whether :meth:`until_closed` can tell: an HTTP answer cannot, and its connection is looked at instead.
     @property
     def tells_close(self) -> bool: ...
@@ -167,8 +163,12 @@ class _Sink(Protocol):
 
     async def prepare(self, request: web.Request) -> None: ...
 
-    async def send(self, frames: Sequence[bytes]) -> None:
-        """Write ``frames``, in order; ConnectionError when the client is gone."""
+    async def send(self, message: bytes) -> None:
+        """Write one message: one or more frames, joined by newlines; ConnectionError when the client is gone.
+
+        A write stuck waiting for the transport to drain has handed the whole message to it already: aiohttp
+        writes first, then waits.
+        """
 
     async def close(self, code: int, reason: str) -> None:
         """End the stream, as ``code`` and ``reason`` for a websocket."""
@@ -180,7 +180,6 @@ class _Sink(Protocol):
 class _WebSocketSink:
     # Every event taken at once in one message, a JSON document a line: with hundreds of subscribers, one message
     # per event costs the server (and each client) a frame and a send per event, which is what saturates first.
-    frames_per_write = BATCH
     tells_close = True
 
     def __init__(self) -> None:
@@ -197,8 +196,10 @@ class _WebSocketSink:
     async def prepare(self, request: web.Request) -> None:
         await self._ws.prepare(request)
 
-    async def send(self, frames: Sequence[bytes]) -> None:
-        await self._ws.send_frame(b"\n".join(frames), WSMsgType.TEXT)
+    async def send(self, message: bytes) -> None:
+        # The cheapest send aiohttp has for bytes encoded already (send_str would encode them again), and with
+        # compression off, one header and one transport write.
+        await self._ws.send_frame(message, WSMsgType.TEXT)
 
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code=code, message=reason.encode())
@@ -210,7 +211,6 @@ class _WebSocketSink:
 
 
 class _NdjsonSink:
-    frames_per_write = BATCH
     tells_close = False
 
     def __init__(self) -> None:
@@ -227,8 +227,8 @@ class _NdjsonSink:
     async def prepare(self, request: web.Request) -> None:
         await self._response.prepare(request)
 
-    async def send(self, frames: Sequence[bytes]) -> None:
-        await self._response.write(b"\n".join(frames) + b"\n")
+    async def send(self, message: bytes) -> None:
+        await self._response.write(message + b"\n")
 
     async def close(self, code: int, reason: str) -> None:
         await self._response.write_eof()
@@ -262,10 +262,14 @@ async def _last_words(sink: _Sink, frame: bytes | None, code: int, reason: str) 
     """Send the stream's last ``frame`` and close it."""
     try:
         if frame is not None:
-            await sink.send([frame])
+            await sink.send(frame)
         await sink.close(code, reason)
     except ConnectionError:
         pass  # the client left first
+
+
+def _joined(events: Iterable[Event]) -> bytes:
+    return b"\n".join([e.json for e in events])
 
 
 # --- one subscriber ----------------------------------------------------------------------------------------------
@@ -342,20 +346,20 @@ class _Feed:
         try:
             if snapshot is not None:
                 for start in range(0, len(snapshot), BATCH):
-                    await self._write(snapshot[start : start + BATCH], self._subscription.index)
+                    await self._write(_joined(snapshot[start : start + BATCH]), self._subscription.index)
                 await self._heartbeat()
             while True:
                 if self._heartbeat_due:
                     self._heartbeat_due = False
                     await self._heartbeat()
-                if self._stopped.is_set():
+                if self.ended is not None:
                     return  # checked last thing before the wait: a stop from now on nudges it
-                events = self._subscription.poll(BATCH)
-                if not events:
-                    # Woken by a publish, or nudged by a stop or a heartbeat due: either way, look again.
-                    await self._subscription.wait()
-                    continue
-                await self._write(events, self._subscription.index)
+                batch = self._subscription.take(BATCH)
+                if batch is not None and batch.events:
+                    await self._write(batch.message, batch.through)
+                # At once if more came meanwhile (no second look at the hub for the common case, a batch that
+                # reached the head); else until a publish, or a nudge for a stop or a heartbeat due.
+                await self._subscription.wait()
         except TooSlow:  # the ring dropped events it had not taken
             self._stop(_End.TOO_SLOW)
         except ConnectionError:
@@ -363,28 +367,20 @@ class _Feed:
         finally:
             self._pump_done.set()
 
-    async def _write(self, events: Sequence[Event], through: int) -> None:
-        """Send ``events``, which the cursor took up to index ``through``, filtered out ones included."""
+    async def _write(self, message: bytes, through: int) -> None:
+        """Send ``message``, the events the cursor took up to index ``through``, filtered out ones included."""
+        if self.ended is not None:
+            return
         self._writing_since = self._clock.monotonic()
-        step = self._sink.frames_per_write
-        for start in range(0, len(events), step):
-            if self._stopped.is_set():
-                return
-            chunk = events[start : start + step]
-            # Counted before the write: if stuck, the write has handed the chunk to the transport already, so a
-            # client that gets the closing frame got this chunk before it.
-            self._sent = through if start + step >= len(events) else chunk[-1].index
-            await self._sink.send([e.json for e in chunk])
+        # Counted before the write: if stuck, the write has handed the message to the transport already, so a
+        # client that gets the closing frame got this message before it.
+        self._sent = through
+        await self._sink.send(message)
         self._writing_since = None
 
     async def _heartbeat(self) -> None:
-        if self._stopped.is_set():
-            return
         index = self._subscription.index
-        self._writing_since = self._clock.monotonic()
-        self._sent = index
-        await self._sink.send([heartbeat_json(index, self._clock.time())])
-        self._writing_since = None
+        await self._write(heartbeat_json(index, self._clock.time()), index)
 
     async def _watch(self, followers: Followers) -> None:
         with self._watching:

@@ -12,6 +12,9 @@ Indexes are strictly increasing, also across agent restarts: the first index of 
 microseconds at its start, so an index from an earlier run of the agent is always older than the ring, and a
 client resuming with it is told to start over (``index-too-old``) instead of getting silently wrong events.
 
+What a subscriber takes at once is a :class:`~fleetlet.events.batches.Batch`, made by the first subscriber to
+take those events through that filter and shared with every other that does (:mod:`fleetlet.events.batches`).
+
 The hub also keeps the latest event of every live key (a unit, a placement, a unit's state on a machine, a
 machine, the leader), which is what a client that connects without an index gets first, as a snapshot at the
 current index: list-then-watch in one request, with no gap between the two.
@@ -19,13 +22,13 @@ current index: list-then-watch in one request, with no gap between the two.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, Final
 
-import anyio
-
 from fleetlet.clock import Clock
+from fleetlet.events.batches import Batch, BatchCache
 from fleetlet.events.filters import EventFilter
 from fleetlet.events.model import EXPLICIT_TOPICS, TOPICS, Event, Topic
 
@@ -64,9 +67,10 @@ class EventHub:
         # The index of the last event published: the next one is one more.
         self._index = first_index if first_index > 0 else int(clock.time() * 1_000_000)
         self._live: dict[tuple[Topic, str], Event] = {}
-        # Subscriptions waiting for the next event, each on its own anyio.Event: a publish wakes them, and one of
+        # Subscriptions waiting for the next event, each on its own future: a publish wakes them, and one of
         # them can be woken alone (Subscription.nudge) without waking the others.
         self._waiting: dict[Subscription, None] = {}
+        self._batches = BatchCache()
 
     @property
     def last_index(self) -> int:
@@ -120,15 +124,29 @@ class EventHub:
     def _oldest(self) -> int:
         return self._ring[0].index if self._ring else self._index + 1
 
-    def _after(self, cursor: int, limit: int) -> list[Event]:
-        """Up to ``limit`` events after ``cursor``; TooSlow when some of them are no longer kept."""
+    def _take(self, cursor: int, limit: int, event_filter: EventFilter) -> Batch | None:
+        """The batch of up to ``limit`` events after ``cursor`` through ``event_filter``; None when there are none
+        yet; TooSlow when some of them are no longer kept."""
         lag = self._index - cursor
         if lag <= 0:
-            return []
+            return None
         if cursor < self._oldest() - 1:
             raise TooSlow(cursor, lag)
-        start = len(self._ring) - lag  # indexes in the ring are consecutive
-        return [self._ring[i] for i in range(start, min(start + limit, len(self._ring)))]
+        through = cursor + min(lag, limit)
+        key = (cursor, through, event_filter)
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = Batch(self._matching(cursor, through, event_filter), through)
+            self._batches.put(key, batch)
+        return batch
+
+    def _matching(self, cursor: int, through: int, event_filter: EventFilter) -> list[Event]:
+        ring = self._ring
+        start = len(ring) - (self._index - cursor)  # indexes in the ring are consecutive
+        taken = [ring[i] for i in range(start, start + through - cursor)]
+        if event_filter.everything:
+            return [e for e in taken if e.topic not in EXPLICIT_TOPICS]  # no call per event: the common case
+        return [e for e in taken if event_filter.matches(e)]
 
 
 class Subscription:
@@ -141,7 +159,7 @@ class Subscription:
         self._filter = event_filter
         self.index = after  # the last index taken, matching or not: where a client resumes
         self._checked_lag: int | None = None
-        self._ready: anyio.Event | None = None  # while waiting: set by the next publish or a nudge
+        self._ready: asyncio.Future[None] | None = None  # while waiting: done at the next publish or nudge
         self._nudged = False
 
     @property
@@ -159,15 +177,18 @@ class Subscription:
         if lag > self._hub.max_lag and previous is not None and lag >= previous:
             raise TooSlow(self.index, lag)
 
+    def take(self, limit: int = 256) -> Batch | None:
+        """The next ``limit`` events at most, as a batch of the matching ones, without waiting; None when there are
+        none yet; TooSlow when too far behind. The batch may be shared with other subscribers: do not change it."""
+        batch = self._hub._take(self.index, limit, self._filter)
+        if batch is not None:
+            self.index = batch.through
+        return batch
+
     def poll(self, limit: int = 256) -> list[Event]:
         """The matching events among the next ``limit`` ones, without waiting; TooSlow when too far behind."""
-        taken = self._hub._after(self.index, limit)
-        if not taken:
-            return []
-        self.index = taken[-1].index
-        if self._filter.everything:
-            return [e for e in taken if e.topic not in EXPLICIT_TOPICS]  # no call per event: the common case
-        return [e for e in taken if self._filter.matches(e)]
+        batch = self.take(limit)
+        return [] if batch is None else list(batch.events)
 
     async def next_batch(self, limit: int = 256) -> list[Event]:
         """The next matching events, waiting until there is at least one."""
@@ -182,15 +203,17 @@ class Subscription:
         """Return once an event may follow the cursor, or when nudged (:meth:`nudge`); at once if one already does.
 
         The way to wait that a task can be woken from without cancelling it (a cancellation could land in a write
-        that follows), and with no cancel scope: hundreds of subscribers wait after every batch.
+        that follows), and with no cancel scope: hundreds of subscribers wait after every batch, so the wait is
+        the cheapest there is, a bare future of the event loop (an anyio.Event, made afresh for every wait since
+        it cannot be reset, cost a quarter of a wake-up). The hub serves aiohttp, whose loop is asyncio's.
         """
         if self.lag > 0 or self._nudged:
             self._nudged = False
             return
-        ready = self._ready = anyio.Event()
+        ready = self._ready = asyncio.get_running_loop().create_future()
         self._hub._waiting[self] = None
         try:
-            await ready.wait()
+            await ready
         finally:
             self._ready = None
             self._hub._waiting.pop(self, None)
@@ -202,5 +225,6 @@ class Subscription:
         self._wake()
 
     def _wake(self) -> None:
-        if self._ready is not None:
-            self._ready.set()
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_result(None)

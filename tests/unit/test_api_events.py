@@ -347,6 +347,23 @@ async def test_filters_apply_to_the_snapshot_and_to_live_events(query: str, keys
         await ws.close()
 
 
+@pytest.mark.anyio
+async def test_subscribers_at_the_same_index_get_the_same_message_and_a_filtered_one_its_own(tmp_path: Path) -> None:
+    async with serve(tmp_path) as api:
+        published = [submitted(api.hub, "a.service"), state(api.hub, "a.service", M1, "active")]
+        wss = [await api.ws(f"index={FIRST}") for _ in range(2)]
+        filtered = await api.ws(f"index={FIRST}&topic=state")
+        with anyio.fail_after(5):
+            messages = [(await ws.receive()).data for ws in [*wss, filtered]]
+            async with api.client.get(f"{E}?index={FIRST}&format=ndjson") as answer:
+                ndjson = await answer.content.readline() + await answer.content.readline()
+        whole = b"\n".join(e.json for e in published).decode()
+        assert messages == [whole, whole, published[1].json.decode()]
+        assert ndjson.decode() == whole + "\n"  # the same bytes, a line each
+        for ws in [*wss, filtered]:
+            await ws.close()
+
+
 # --- heartbeats --------------------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from fleetlet.clock import ManualClock
+from fleetlet.events.batches import Batch, BatchCache
 from fleetlet.events.filters import EventFilter, parse_filter
 from fleetlet.events.hub import EventHub, IndexTooOld, Subscription, TooSlow
 from fleetlet.events.model import Event, state_key
@@ -221,3 +222,80 @@ async def test_wait_returns_on_a_publish_or_a_nudge_and_a_nudge_before_the_wait_
     other.nudge()  # nobody waits yet: the next wait returns at once
     with anyio.fail_after(1):
         await other.wait()
+
+
+# --- batches shared between subscribers --------------------------------------------------------------------------
+
+
+def test_subscribers_at_the_same_place_with_equal_filters_share_one_batch() -> None:
+    h = hub()
+    start = h.last_index
+    # Filters parsed apart, as two connections' are: equal, not the same object.
+    subs = [h.subscribe(event_filter=parse_filter(["state"])) for _ in range(3)]
+    events = [h.publish("state", "changed", state_key(f"u{i}.service", M1), {}) for i in range(3)]
+    batches = [s.take() for s in subs]
+    assert batches[0] is batches[1] is batches[2]
+    batch = batches[0]
+    assert batch is not None
+    assert (list(batch.events), batch.through) == (events, start + 3)
+    assert batch.message == b"\n".join(e.json for e in events)
+    assert all(s.index == start + 3 for s in subs)
+
+
+def test_different_filters_or_places_do_not_share() -> None:
+    h = hub()
+    start = h.last_index
+    every, states, units = h.subscribe(), h.subscribe(event_filter=parse_filter(["state"])), h.subscribe()
+    state = h.publish("state", "changed", state_key("a.service", M1), {})
+    unit = h.publish("unit", "submitted", "a.service", {})
+    later = h.subscribe(after=start + 1)  # one event further on
+    assert units.poll(limit=1) == [state]  # ahead of the others from now on
+    # Each would get another's events if they shared.
+    assert every.poll() == [state, unit]
+    assert states.poll() == [state]
+    assert later.poll() == [unit]
+    assert units.poll() == [unit]
+
+
+def test_a_shared_batch_is_the_same_however_late_it_is_taken() -> None:
+    h = hub()
+    early, late = h.subscribe(), h.subscribe()
+    first = [h.publish("unit", "submitted", f"u{i}.service", {}) for i in range(2)]
+    assert early.poll() == first
+    more = h.publish("unit", "submitted", "v.service", {})
+    assert late.poll() == [*first, more]  # not the batch early took: it ends further on
+    assert early.poll() == [more]
+
+
+def test_a_batch_the_filter_lets_nothing_through_still_moves_the_cursor() -> None:
+    h = hub()
+    sub = h.subscribe(event_filter=parse_filter(["machine"]))
+    h.publish("unit", "submitted", "a.service", {})
+    batch = sub.take()
+    assert batch is not None
+    assert (list(batch.events), batch.message, batch.through, sub.index) == ([], b"", h.last_index, h.last_index)
+    assert sub.take() is None
+
+
+def test_the_batch_cache_forgets_the_oldest_first() -> None:
+    cache = BatchCache(size=2)
+    batches = [Batch([], i) for i in range(3)]
+    for i, batch in enumerate(batches):
+        cache.put((i, i, EventFilter()), batch)
+    assert len(cache) == 2
+    assert cache.get((0, 0, EventFilter())) is None
+    assert cache.get((2, 2, EventFilter())) is batches[2]
+
+
+async def test_a_wait_cancelled_leaves_nothing_for_a_publish_or_a_nudge_to_trip_on() -> None:
+    h = hub()
+    sub = h.subscribe()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sub.wait)
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    sub.nudge()
+    event = h.publish("unit", "submitted", "a.service", {})
+    with anyio.fail_after(1):
+        await sub.wait()  # at once: nudged, and an event follows the cursor
+    assert sub.poll() == [event]
