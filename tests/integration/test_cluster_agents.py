@@ -7,11 +7,15 @@ with no event to wait on from here), never a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
+import anyio
 import pytest
 
-from tests.integration.agent_rig import free_port, until
+from fleetlet import Client
+from fleetlet.client.records import Event
+from tests.integration.agent_rig import BOUND, free_port, until
 from tests.integration.cluster_rig import Cluster
 
 pytestmark = pytest.mark.integration
@@ -193,3 +197,33 @@ def test_while_the_server_is_down_units_keep_running_and_placement_resumes_when_
     cluster.submit({}, "start", "later.service")
     until(lambda: machines_of(cluster, "later.service") == [worker.machine_id])
     assert machines_of(cluster, "work.service") == [worker.machine_id]
+
+
+def test_any_member_s_event_stream_carries_the_cluster_s_decisions_and_machines(cluster: Cluster) -> None:
+    """A joined member's stream: its snapshot has both machines; then the leader's decision arrives live."""
+    cluster.add("role=web")
+    joined = cluster.add("role=db")
+    web = cluster.members[0].machine_id
+
+    def submit() -> None:
+        cluster.submit({"web.service": unit("MachineMetadata=role=web")}, "start", "--no-block", "web.service")
+
+    async def watch() -> list[Event]:
+        seen: list[Event] = []
+        async with Client(joined.url) as fleet, anyio.create_task_group() as tg:
+            async with contextlib.aclosing(fleet.events(topics=["schedule", "machine"])) as stream:
+                with anyio.fail_after(BOUND):
+                    async for event in stream:
+                        if not seen:  # the stream is open: now make the decision it should carry
+                            tg.start_soon(anyio.to_thread.run_sync, submit)
+                        seen.append(event)
+                        if event.topic == "schedule" and event.key == "web.service":
+                            break
+        return seen
+
+    events = anyio.run(watch)
+    snapshot = [e for e in events if e.snapshot]
+    assert {e.key for e in snapshot if e.topic == "machine"} == {web, joined.machine_id}, events
+    live = [e for e in events if not e.snapshot and e.topic == "schedule"]
+    assert [(e.type, e.key) for e in live] == [("placed", "web.service")], events
+    assert live[0].payload["machineID"] == web, live[0].payload
