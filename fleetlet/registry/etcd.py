@@ -302,9 +302,9 @@ class EtcdRegistry:
                 await self._revoke(lease)  # somebody else's campaign won: read again, and most likely lose
                 continue
             term = from_etcd(header_revision(answer))
-            self._terms[term] = _Term(machine_id, lease, granted, expires_at)
-            if current is not None and self._terms.pop(current.record.revision, None) is not None:
-                await self._revoke(current.lease)  # our own expired term's lease now holds no key
+            ended, self._terms = self._terms, {term: _Term(machine_id, lease, granted, expires_at)}
+            for old in ended.values():
+                await self._revoke(old.lease)  # the key is on the new lease: our older ones hold nothing
             await self._after_write(header_revision(answer))
             return LeaderRecord(machine_id, term, expires_at)
 

@@ -172,7 +172,7 @@ class Gateway:
                     self._current = index
                     await handle(response)
                     return
-            except aiohttp.ClientConnectorError as exc:
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # Never connected, so nothing was sent: the next member may take the call.
                 reasons.append(f"{endpoint}: {_reason(exc)}")
                 if self.closed:

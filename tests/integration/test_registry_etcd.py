@@ -12,11 +12,12 @@ from typing import Self
 import anyio
 import pytest
 
-from fleetlet.clock import ManualClock
-from fleetlet.registry import Registry
+from fleetlet.clock import ManualClock, SystemClock
+from fleetlet.registry import Change, LeadershipLost, Registry, RevisionCompacted, schedule_key, unit_key
+from fleetlet.registry.errors import RegistryUnavailable
 from fleetlet.registry.etcd import EtcdRegistry
 from tests.integration.etcd_rig import EtcdMember, etcd_binary
-from tests.registry_contract import RegistryContract, RegistryFactory
+from tests.registry_contract import GUARD, RegistryContract, RegistryFactory, receive, unit
 
 pytestmark = pytest.mark.integration
 
@@ -72,3 +73,108 @@ def test_etcd_registry_is_a_registry() -> None:
     """Checked by mypy: the class satisfies the Registry protocol (constructing it connects to nothing)."""
     registry: Registry = EtcdRegistry("http://127.0.0.1:1")
     assert registry is not None
+
+
+@pytest.fixture
+async def member(etcd_members: list[EtcdMember]) -> EtcdMember:
+    started = EtcdMember(etcd_binary())
+    etcd_members.append(started)
+    await started.start()
+    return started
+
+
+@pytest.mark.anyio
+async def test_watch_resumes_across_an_etcd_restart_without_loss_or_duplicate(
+    member: EtcdMember, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with EtcdRegistry(member.url, clock=ManualClock()) as registry:
+        await registry.put_unit("a.service", unit())
+        send, changes = anyio.create_memory_object_stream[Change](100)
+        async with anyio.create_task_group() as tg, changes:
+            tg.start_soon(registry.watch, 0, send)
+            (first,) = await receive(changes, 1)
+            await registry.set_machine("a.service", "m1")
+            await registry.set_machine("a.service", "m2")  # a move: two changes at one revision
+            moved = await receive(changes, 3)
+            member.stop()  # SIGKILL: the stream breaks as in a crash
+            with anyio.fail_after(GUARD):
+                await member.start()
+            await registry.put_unit("b.service", unit())
+            await registry.delete_unit("a.service")  # two changes: the unit and its schedule entry
+            after = await receive(changes, 3)
+            revisions = [c.revision for c in [first, *moved, *after]]
+            assert revisions == [1, 2, 3, 3, 4, 5, 5]
+            assert [c.key for c in after[1:]] == [unit_key("a.service"), schedule_key("m2", "a.service")]
+            tg.cancel_scope.cancel()
+    assert "etcd watch broken" in caplog.text  # it did reconnect
+
+
+@pytest.mark.anyio
+async def test_another_agent_sees_the_term_by_its_lease_and_takes_over_when_it_expires(member: EtcdMember) -> None:
+    """Real time: the term's lease expires in etcd, which deletes the key; nobody's clock decides for the others."""
+    async with (
+        EtcdRegistry(member.url, clock=SystemClock()) as holder,
+        EtcdRegistry(member.url, clock=SystemClock()) as other,
+    ):
+        term = await holder.campaign("m1", ttl=1)  # etcd grants at least its minimum TTL (2 s by default)
+        assert term is not None
+        seen = await other.leader()
+        assert seen is not None
+        assert (seen.machine_id, seen.revision) == ("m1", term.revision)
+        assert await other.campaign("m2", ttl=1) is None
+        renewed = await holder.renew(term, ttl=1)  # a keep-alive: no write
+        assert (renewed.revision, await other.revision()) == (term.revision, term.revision)
+        # The holder stops renewing, as a dead agent would: etcd deletes the key when the lease runs out.
+        send, changes = anyio.create_memory_object_stream[Change](10)
+        async with anyio.create_task_group() as tg, changes:
+            tg.start_soon(lambda: other.watch(term.revision, send, prefix="leader"))
+            (expired,) = await receive(changes, 1)
+            assert (expired.kind, expired.key) == ("delete", "leader")
+            tg.cancel_scope.cancel()
+        assert await other.leader() is None
+        second = await other.campaign("m2", ttl=5)
+        assert second is not None
+        assert second.revision > expired.revision
+        with pytest.raises(LeadershipLost):
+            await holder.renew(term, ttl=1)
+
+
+@pytest.mark.anyio
+async def test_the_registry_compacts_etcd_and_etcds_compaction_is_revision_compacted(member: EtcdMember) -> None:
+    """One registry keeps 5 revisions and compacts etcd; another, leaving compaction to etcd, hears etcd refuse."""
+    async with (
+        EtcdRegistry(member.url, history=5) as writer,
+        EtcdRegistry(member.url, history=None) as reader,
+    ):
+        for i in range(12):
+            await writer.put_unit(f"u{i}.service", unit())
+        send, unused = anyio.create_memory_object_stream[Change](10)
+        with unused, pytest.raises(RevisionCompacted) as caught, anyio.fail_after(GUARD):
+            await reader.watch(0, send)
+        assert (caught.value.requested, caught.value.compacted) == (0, 7)
+
+
+@pytest.mark.anyio
+async def test_prefixes_keep_registries_apart(member: EtcdMember) -> None:
+    async with (
+        EtcdRegistry(member.url, prefix="/one/") as one,
+        EtcdRegistry(member.url, prefix="/two/") as two,
+    ):
+        await one.put_unit("a.service", unit())
+        await one.set_machine("a.service", "m1")
+        assert await two.get_unit("a.service") is None
+        assert (await two.schedule()).entries == {}
+        assert (await two.list_units()).units == ()
+        assert (await one.machine_schedule("m1")).entries["a.service"].machine_id == "m1"
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_member_is_skipped_and_none_is_registry_unavailable(member: EtcdMember) -> None:
+    dead = "http://127.0.0.1:9"
+    async with EtcdRegistry([dead, member.url]) as registry:
+        assert await registry.put_unit("a.service", unit()) == 1
+    with anyio.fail_after(GUARD):
+        async with EtcdRegistry(dead, timeout=2) as registry:
+            with pytest.raises(RegistryUnavailable) as caught:
+                await registry.get_unit("a.service")
+    assert "127.0.0.1:9" in str(caught.value)
