@@ -79,6 +79,10 @@ log = logging.getLogger(__name__)
 
 # Pauses between a broken watch's reconnections (real time: this is etcd's network, not the registry's clock).
 RECONNECT_PAUSES = (0.1, 0.2, 0.5, 1.0, 2.0)
+# A watch stream says nothing while nothing changes, so silence cannot tell a quiet registry from a member that is
+# gone or cut off from its cluster: a watch asks etcd for its revision this often, and reconnects (to the next
+# member) when that fails.
+WATCH_PROBE_SECONDS = 5.0
 
 
 def _placement_key(unit: str) -> str:
@@ -120,6 +124,7 @@ class EtcdRegistry:
         prefix: str = DEFAULT_PREFIX,
         history: int | None = DEFAULT_HISTORY,
         timeout: float = CALL_TIMEOUT,
+        watch_probe: float = WATCH_PROBE_SECONDS,
     ) -> None:
         if history is not None and history < 1:
             raise ValueError("history must keep at least one change")
@@ -132,6 +137,7 @@ class EtcdRegistry:
         self._compacted = 0  # the etcd revision this object last compacted at
         self._terms: dict[int, _Term] = {}
         self._watches: set[anyio.CancelScope] = set()
+        self._watch_probe = watch_probe
 
     @property
     def url(self) -> str:
@@ -445,7 +451,33 @@ class EtcdRegistry:
                 await sink.send(change)
                 position.delivered_one(change.revision)
 
-        await self._gateway.stream("/v3/watch", request, deliver)
+        # The stream and its probe: whichever ends first ends the other; its error, if any, is the stream's.
+        failures: list[Exception] = []
+        async with anyio.create_task_group() as tg:
+
+            async def follow() -> None:
+                try:
+                    await self._gateway.stream("/v3/watch", request, deliver)
+                except CompactedError as exc:  # sent as an error rather than as a cancelled watch
+                    failures.append(RevisionCompacted(after, from_etcd(exc.compact_revision)))
+                except Exception as exc:
+                    failures.append(exc)
+                tg.cancel_scope.cancel()
+
+            async def probe() -> None:
+                while True:
+                    await anyio.sleep(self._watch_probe)
+                    try:
+                        await self.revision()
+                    except RegistryError as exc:  # unavailable (reconnect), or closed (end)
+                        failures.append(exc)
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(follow)
+            tg.start_soon(probe)
+        if failures:
+            raise failures[0]
 
     # --- history -------------------------------------------------------------------------------------------------
 

@@ -177,9 +177,14 @@ class Gateway:
                 reasons.append(f"{endpoint}: {_reason(exc)}")
                 if self.closed:
                     raise RegistryClosed("the registry was closed") from exc
+            except RegistryUnavailable:
+                self._current = (index + 1) % len(self.endpoints)  # it answered that it cannot serve: ask another next
+                raise
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 if self.closed:
                     raise RegistryClosed("the registry was closed") from exc
+                # Sent, perhaps applied: not retried here. The next call asks another member first.
+                self._current = (index + 1) % len(self.endpoints)
                 raise RegistryUnavailable(endpoint, _reason(exc)) from exc
         raise RegistryUnavailable(self.url, "; ".join(reasons))
 
