@@ -48,24 +48,25 @@ def _free_port() -> int:
 
 
 class EtcdMember:
-    """One single-member etcd cluster; :meth:`start` returns once it serves, :meth:`kill` is synchronous."""
+    """One etcd member, by default a cluster of its own; :meth:`start` returns once it serves, :meth:`kill` is
+    synchronous. Members of a larger cluster come from :func:`etcd_cluster`."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, name: str = "test") -> None:
         self.binary = binary
+        self.name = name
         self.root = Path(tempfile.mkdtemp(prefix="fleetlet-etcd-", dir=_SCRATCH))
-        self.client_port = _free_port()
-        self.peer_port = _free_port()
-        self.url = f"http://127.0.0.1:{self.client_port}"
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.peer_url = f"http://127.0.0.1:{_free_port()}"
+        self.initial_cluster = f"{name}={self.peer_url}"
         self._process: subprocess.Popen[bytes] | None = None
 
     def _argv(self) -> list[str]:
-        peer = f"http://127.0.0.1:{self.peer_port}"
         return [
             self.binary,
-            *("--name", "test", "--data-dir", str(self.root / "data")),
+            *("--name", self.name, "--data-dir", str(self.root / "data")),
             *("--listen-client-urls", self.url, "--advertise-client-urls", self.url),
-            *("--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer),
-            *("--initial-cluster", f"test={peer}"),
+            *("--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url),
+            *("--initial-cluster", self.initial_cluster),
             *("--logger", "zap", "--log-level", "warn"),
         ]
 
@@ -79,7 +80,13 @@ class EtcdMember:
 
     async def start(self, *, within: float = 20) -> None:
         """Start etcd and return once it serves."""
-        process = self.spawn()
+        self.spawn()
+        await self.until_serving(within=within)
+
+    async def until_serving(self, *, within: float = 20) -> None:
+        """Return once a linearizable read succeeds: the member is up and its cluster has a leader."""
+        process = self._process
+        assert process is not None, "not started"
         with anyio.fail_after(within):
             async with aiohttp.ClientSession() as session:
                 while True:
@@ -105,6 +112,15 @@ class EtcdMember:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def pause(self) -> None:
+        """SIGSTOP: the member keeps its connections open and answers nothing, as one cut off by the network."""
+        assert self._process is not None, "not started"
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None, "not started"
+        self._process.send_signal(signal.SIGCONT)
+
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -112,3 +128,17 @@ class EtcdMember:
     def log_tail(self, lines: int = 20) -> str:
         log = self.root / "etcd.log"
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+
+async def etcd_cluster(binary: str, size: int, into: list[EtcdMember]) -> list[EtcdMember]:
+    """A cluster of ``size`` members on loopback, started and serving; each is appended to ``into`` (the caller's
+    list of members to kill) before it starts, so that none outlives a failed start."""
+    members = [EtcdMember(binary, f"m{i}") for i in range(size)]
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    for member in members:
+        member.initial_cluster = initial
+        into.append(member)
+        member.spawn()  # all at once: none serves before a quorum is up
+    for member in members:
+        await member.until_serving()
+    return members

@@ -16,7 +16,7 @@ from fleetlet.clock import ManualClock, SystemClock
 from fleetlet.registry import Change, LeadershipLost, Registry, RevisionCompacted, schedule_key, unit_key
 from fleetlet.registry.errors import RegistryUnavailable
 from fleetlet.registry.etcd import EtcdRegistry
-from tests.integration.etcd_rig import EtcdMember, etcd_binary
+from tests.integration.etcd_rig import EtcdMember, etcd_binary, etcd_cluster
 from tests.registry_contract import GUARD, RegistryContract, RegistryFactory, receive, unit
 
 pytestmark = pytest.mark.integration
@@ -178,3 +178,42 @@ async def test_an_unreachable_member_is_skipped_and_none_is_registry_unavailable
             with pytest.raises(RegistryUnavailable) as caught:
                 await registry.get_unit("a.service")
     assert "127.0.0.1:9" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_a_watch_on_a_member_gone_silent_moves_to_another_and_misses_nothing(
+    etcd_members: list[EtcdMember], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 3-member cluster; the member a watch streams from stops answering (SIGSTOP: its connections stay open, as
+    across a cut network). The watch's probe notices, and the watch resumes on another member."""
+    members = await etcd_cluster(etcd_binary(), 3, etcd_members)
+    urls = [m.url for m in members]
+    async with (
+        EtcdRegistry(urls, timeout=2, watch_probe=0.5) as watcher,
+        EtcdRegistry(urls[1:], timeout=2) as writer,
+    ):
+        await writer.put_unit("a.service", unit())
+        send, changes = anyio.create_memory_object_stream[Change](100)
+        async with anyio.create_task_group() as tg, changes:
+            tg.start_soon(watcher.watch, 0, send)
+            (first,) = await receive(changes, 1)  # streaming from urls[0], the first listed
+            members[0].pause()
+            try:
+                with anyio.fail_after(GUARD):
+                    while True:  # the cluster may be electing a leader, if the paused member led
+                        try:
+                            await writer.put_unit("b.service", unit())
+                            break
+                        except RegistryUnavailable:
+                            await anyio.sleep(0.1)
+                    await writer.delete_unit("a.service")
+                after = await receive(changes, 2)
+            finally:
+                members[0].resume()
+            assert [(c.kind, c.key) for c in [first, *after]] == [
+                ("put", unit_key("a.service")),
+                ("put", unit_key("b.service")),
+                ("delete", unit_key("a.service")),
+            ]
+            tg.cancel_scope.cancel()
+    assert "etcd watch broken" in caplog.text
