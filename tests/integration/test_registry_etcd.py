@@ -217,3 +217,24 @@ async def test_a_watch_on_a_member_gone_silent_moves_to_another_and_misses_nothi
             ]
             tg.cancel_scope.cancel()
     assert "etcd watch broken" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_concurrent_moves_leave_one_entry_per_unit(member: EtcdMember) -> None:
+    """Unconditional moves race (each reads where the unit is, then writes): the placement index and the entries
+    never disagree, and no machine keeps a stale entry."""
+    async with EtcdRegistry(member.url) as registry:
+        await registry.put_unit("a.service", unit())
+
+        async def move(machine: str) -> None:
+            for _ in range(3):
+                await registry.set_machine("a.service", machine)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(move, f"m{i}")
+        (entry,) = (await registry.schedule()).entries.values()
+        assert (await registry.machine_schedule(entry.machine_id)).entries == {"a.service": entry}
+        assert await registry.revision() == 31  # every move was one write
+        await registry.delete_unit("a.service")
+        assert (await registry.schedule()).entries == {}
