@@ -8,6 +8,7 @@ to .services.env by ``make services``), else ``etcd`` on the PATH.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # Data on tmpfs when there is one: etcd fsyncs every write, and the contract suite writes thousands.
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None
+_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 def etcd_binary() -> str:
@@ -38,6 +40,12 @@ def etcd_binary() -> str:
     if not found or not os.access(found, os.X_OK):
         pytest.fail("no etcd binary (FLEETLET_ETCD_BIN, or etcd on the PATH): install it with `make services`")
     return found
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies, even by SIGKILL, which runs no finalizer.
+    (PR_SET_PDEATHSIG follows the thread that started it: the main thread, where the tests' event loop runs.)"""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _free_port() -> int:
@@ -75,7 +83,9 @@ class EtcdMember:
         process: :meth:`kill` must work from a synchronous finalizer too."""
         assert self._process is None, "already running"
         with (self.root / "etcd.log").open("ab") as log:
-            self._process = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self._process = subprocess.Popen(
+                self._argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent
+            )
         return self._process
 
     async def start(self, *, within: float = 20) -> None:
