@@ -14,7 +14,6 @@ have been applied.
 from __future__ import annotations
 
 import base64
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +23,12 @@ import orjson
 
 from fleetlet.registry.errors import RegistryClosed, RegistryError, RegistryUnavailable
 
-log = logging.getLogger(__name__)
-
 Json = dict[str, Any]
 CALL_TIMEOUT = 10.0
 
 # gRPC status codes that mean "this member cannot serve now" (no leader, timed out, shutting down), not "no".
 _UNAVAILABLE_CODES = {4, 14}  # DEADLINE_EXCEEDED, UNAVAILABLE
+_UNAVAILABLE_STATUS = {502, 503, 504}
 _COMPACTED = "required revision has been compacted"
 
 
@@ -205,6 +203,8 @@ def _decode(body: bytes, status: int, endpoint: str) -> Json:
     try:
         data: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if status in _UNAVAILABLE_STATUS:  # a proxy's page for a member that is down
+            raise RegistryUnavailable(endpoint, f"HTTP {status}") from exc
         raise RegistryError(f"etcd answered HTTP {status} with a body that is not JSON: {body[:80]!r}") from exc
     if not isinstance(data, dict):
         raise RegistryError(f"etcd answered HTTP {status} with {type(data).__name__}, not an object")
@@ -217,7 +217,7 @@ def _decode(body: bytes, status: int, endpoint: str) -> Json:
     code = data.get("code", error.get("grpc_code") if isinstance(error, dict) else None)
     if _COMPACTED in message:
         raise CompactedError(0)
-    if code in _UNAVAILABLE_CODES or status in (502, 503, 504):
+    if code in _UNAVAILABLE_CODES or status in _UNAVAILABLE_STATUS:
         raise RegistryUnavailable(endpoint, message)
     raise RegistryError(f"etcd refused the request: {message}")
 

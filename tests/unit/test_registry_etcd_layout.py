@@ -85,7 +85,8 @@ def test_key_values_as_the_gateway_sends_them() -> None:
         (b'{"error": "etcdserver: mvcc: required revision has been compacted", "code": 11}', 400, CompactedError),
         (b'{"error": "etcdserver: request timed out", "code": 14}', 503, RegistryUnavailable),
         (b'{"error": "etcdserver: duplicate key given in txn request", "code": 3}', 400, RegistryError),
-        (b"<html>", 502, RegistryError),
+        (b"<html>", 502, RegistryUnavailable),
+        (b"<html>", 500, RegistryError),
     ],
 )
 def test_gateway_errors_map_to_the_registrys(body: bytes, status: int, error: type[Exception]) -> None:
