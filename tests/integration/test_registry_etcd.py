@@ -238,3 +238,18 @@ async def test_concurrent_moves_leave_one_entry_per_unit(member: EtcdMember) -> 
         assert await registry.revision() == 31  # every move was one write
         await registry.delete_unit("a.service")
         assert (await registry.schedule()).entries == {}
+
+
+@pytest.mark.anyio
+async def test_a_restarted_agent_keeps_its_term(member: EtcdMember) -> None:
+    """The same machine campaigning through a new registry object (its agent restarted) renews the term it held."""
+    async with EtcdRegistry(member.url) as before:
+        term = await before.campaign("m1", ttl=10)
+    assert term is not None
+    async with EtcdRegistry(member.url) as after:
+        again = await after.campaign("m1", ttl=10)
+        assert again is not None
+        assert (again.machine_id, again.revision) == ("m1", term.revision)
+        assert await after.campaign("m2", ttl=10) is None
+        await after.resign(again)
+        assert await after.leader() is None
