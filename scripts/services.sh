@@ -4,7 +4,9 @@
 #   - a Docker engine: the one DOCKER_HOST (or /var/run/docker.sock) points at if it answers, otherwise a private
 #     dockerd from Debian's docker.io under .services/docker;
 #   - a local registry mirror (Debian's docker-registry) holding busybox, so `docker pull busybox` works offline;
-#   - busybox:latest, built from Debian's busybox-static (there is no Docker Hub here).
+#   - busybox:latest, built from Debian's busybox-static (there is no Docker Hub here);
+#   - etcd from Debian's etcd-server: only the binary, as FLEETLET_ETCD_BIN. The etcd tests start members of their
+#     own (fresh data, free ports) and kill them, so no etcd is left running here.
 # Usage: scripts/services.sh [up|down|env]
 set -euo pipefail
 
@@ -25,6 +27,7 @@ need_packages() {
   [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || missing+=(busybox-static)
   command -v docker-registry >/dev/null || missing+=(docker-registry)
   command -v curl >/dev/null || missing+=(curl)
+  command -v etcd >/dev/null || missing+=(etcd-server)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -114,7 +117,8 @@ up() {
   start_registry
   if [ -z "$host" ]; then host=$(start_dockerd); fi
   ensure_busybox "$host"
-  printf 'DOCKER_HOST=%s\nFLEETLET_REGISTRY_MIRROR=http://%s\n' "$host" "$REGISTRY_ADDR" > "$ENV_FILE"
+  printf 'DOCKER_HOST=%s\nFLEETLET_REGISTRY_MIRROR=http://%s\nFLEETLET_ETCD_BIN=%s\n' \
+    "$host" "$REGISTRY_ADDR" "$(command -v etcd)" > "$ENV_FILE"
   log "ready: $(tr '\n' ' ' < "$ENV_FILE")"
 }
 

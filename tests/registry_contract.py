@@ -1,4 +1,4 @@
-"""The Registry contract: one set of tests that every backend must pass (memory and SQLite now, etcd later).
+"""The Registry contract: one set of tests that every backend must pass (memory, SQLite, remote and etcd).
 
 A test module subclasses :class:`RegistryContract` and provides a ``registry_factory`` fixture: a function of
 ``(clock, history)`` returning an unopened registry that ``async with`` opens and closes. Time is a ManualClock:

@@ -1,7 +1,9 @@
 """Desired state shared by the cluster: units, the schedule, the leader record, with revisions and watches.
 
 :class:`Registry` is the port; :class:`MemoryRegistry` (tests) and :class:`SqliteRegistry` (the embedded
-default) implement it. Errors: see :mod:`fleetlet.registry.errors`.
+default) implement it, and so do :mod:`fleetlet.registry.remote` (the server's registry, for joined agents) and
+:mod:`fleetlet.registry.etcd` (etcd v3), imported from their modules so that what needs neither does not load
+aiohttp. Errors: see :mod:`fleetlet.registry.errors`.
 """
 
 from fleetlet.registry.errors import (

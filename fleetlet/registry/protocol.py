@@ -1,9 +1,9 @@
 """The Registry port: desired state shared by the cluster, with revisions, conditional writes and watches.
 
 Backends: :class:`~fleetlet.registry.memory.MemoryRegistry` (tests, beside this port),
-:class:`~fleetlet.registry.sqlite.SqliteRegistry` (the embedded default); the remote and etcd backends of later
-issues implement the same protocol, which is why it speaks in etcd's terms (global revision, mod revisions compared
-in conditional writes, key prefixes to watch, a leader record with a TTL).
+:class:`~fleetlet.registry.sqlite.SqliteRegistry` (the embedded default), :mod:`~fleetlet.registry.remote` and
+:mod:`~fleetlet.registry.etcd`; it speaks in etcd's terms (global revision, mod revisions compared in conditional
+writes, key prefixes to watch, a leader record with a TTL).
 """
 
 from __future__ import annotations

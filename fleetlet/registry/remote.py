@@ -55,6 +55,7 @@ from fleetlet.registry.model import (
     check_desired_state,
 )
 from fleetlet.registry.protocol import DEFAULT_PAGE
+from fleetlet.registry.watch import Position
 from fleetlet.units.model import UnitFile
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class RemoteRegistry:
                 try:
                     if self._closed:
                         scope.cancel()
-                    await self._follow(_Position(from_revision), prefix, sink)
+                    await self._follow(Position(from_revision), prefix, sink)
                 finally:
                     self._watches.discard(scope)
             if self._closed:
@@ -198,7 +199,7 @@ class RemoteRegistry:
             raise RegistryClosed("the registry was closed" if self._closed else "the registry is not open")
         return self._session
 
-    async def _follow(self, position: _Position, prefix: str, sink: MemoryObjectSendStream[Change]) -> None:
+    async def _follow(self, position: Position, prefix: str, sink: MemoryObjectSendStream[Change]) -> None:
         """Stream changes into ``sink`` across reconnections until the receiver goes away."""
         failures = 0
         while True:
@@ -214,7 +215,7 @@ class RemoteRegistry:
                 failures += 1
                 await self._clock.sleep(pause)
 
-    async def _stream(self, position: _Position, prefix: str, sink: MemoryObjectSendStream[Change]) -> None:
+    async def _stream(self, position: Position, prefix: str, sink: MemoryObjectSendStream[Change]) -> None:
         session = self._open_session()
         args = {"fromRevision": position.resume_after, "prefix": prefix}
         # The changes of an interrupted write that were delivered already: the server sends them again first.
@@ -242,30 +243,6 @@ class RemoteRegistry:
                     position.delivered_one(change.revision)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise RegistryUnavailable(self.url, _reason(exc)) from exc
-
-
-class _Position:
-    """Where a watch is: the last write it delivered changes of, and how many of that write's changes it delivered.
-
-    A write's changes share its revision and arrive in a fixed order, so a watch broken in the middle of one
-    resumes after the write before it and skips the changes of this one it already delivered.
-    """
-
-    def __init__(self, after: int) -> None:
-        self.revision = after  # the revision of the last change delivered (``after``: none yet)
-        self.delivered = 0  # changes delivered with that revision
-        self._before = after  # the last revision every change of which was delivered
-
-    @property
-    def resume_after(self) -> int:
-        return self._before if self.delivered else self.revision
-
-    def delivered_one(self, revision: int) -> None:
-        if revision != self.revision:
-            self._before = self.revision
-            self.revision = revision
-            self.delivered = 0
-        self.delivered += 1
 
 
 def _leader_or_none(answer: Json) -> LeaderRecord | None:

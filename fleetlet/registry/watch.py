@@ -79,3 +79,28 @@ async def follow(
                 return
             if not full:
                 await committed.wait()
+
+
+class Position:
+    """Where a watch is: the last write it delivered changes of, and how many of that write's changes it delivered.
+
+    For the backends whose watches reconnect (remote, etcd). A write's changes share its revision and arrive in a
+    fixed order, so a watch broken in the middle of one resumes after the write before it and skips the changes of
+    this one it already delivered.
+    """
+
+    def __init__(self, after: int) -> None:
+        self.revision = after  # the revision of the last change delivered (``after``: none yet)
+        self.delivered = 0  # changes delivered with that revision
+        self._before = after  # the last revision every change of which was delivered
+
+    @property
+    def resume_after(self) -> int:
+        return self._before if self.delivered else self.revision
+
+    def delivered_one(self, revision: int) -> None:
+        if revision != self.revision:
+            self._before = self.revision
+            self.revision = revision
+            self.delivered = 0
+        self.delivered += 1

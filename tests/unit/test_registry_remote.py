@@ -20,6 +20,7 @@ from fleetlet.cluster.auth import registry_token
 from fleetlet.registry import Change, MemoryRegistry, Registry, RegistryError, schedule_key, unit_key
 from fleetlet.registry.errors import RegistryUnavailable
 from fleetlet.registry.remote import RemoteRegistry
+from fleetlet.registry.watch import Position
 from tests.registry_contract import GUARD, RegistryContract, RegistryFactory, receive, unit
 
 KEY = b"0123456789abcdef-the-cluster-key"
@@ -133,9 +134,7 @@ async def test_an_invalid_unit_text_is_a_clear_error() -> None:
 
 
 def test_a_watch_broken_inside_a_write_resumes_before_it_and_skips_what_it_delivered() -> None:
-    from fleetlet.registry.remote import _Position
-
-    position = _Position(4)
+    position = Position(4)
     assert (position.resume_after, position.delivered) == (4, 0)
     position.delivered_one(5)
     position.delivered_one(7)  # the first of write 7's changes, then the connection broke
