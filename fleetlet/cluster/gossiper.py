@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -37,7 +37,7 @@ from fleetlet.cluster.detector import DetectorSettings
 from fleetlet.cluster.errors import SELF, DuplicateMachineId, GossipRefused, PeerUnreachable, ProtocolError
 from fleetlet.cluster.membership import PLACEABLE, Membership, MembershipEvent, MembershipSettings, Status
 from fleetlet.cluster.records import LEFT_KEY, MACHINE_KEY, UNIT_PREFIX, MachineRecord, unit_state_key
-from fleetlet.cluster.state import DEFAULT_MAX_ENTRIES, ClusterState, Delta, Digest, Update
+from fleetlet.cluster.state import DEFAULT_MAX_ENTRIES, ClusterState, Delta, Update, Version
 from fleetlet.cluster.wire import Ack, Ack2, Hello, Syn, Welcome
 
 log = logging.getLogger("fleetlet.cluster")
@@ -354,7 +354,7 @@ class Gossiper:
         for update in updates:
             self._tell_unit_state(update)
 
-    def _beats(self, digest: Digest) -> None:
+    def _beats(self, digest: Mapping[str, Version]) -> None:
         beating = self.state.take_heartbeats(digest)
         if beating:
             self._emit(self.membership.heartbeats(beating, self._clock.monotonic()))

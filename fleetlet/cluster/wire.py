@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any, TypeAlias
 
 import orjson
 
 from fleetlet.cluster.errors import ProtocolError
-from fleetlet.cluster.state import Delta, Digest, Entry
+from fleetlet.cluster.state import Delta, Digest, Entry, Version
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +64,12 @@ class Refuse:
 
 @dataclass(frozen=True, slots=True)
 class Syn:
-    digest: Digest
+    digest: Mapping[str, Version]
 
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    digest: Digest
+    digest: Mapping[str, Version]
     deltas: Sequence[Delta]
 
 
@@ -134,8 +133,9 @@ def decode(data: bytes | str) -> Message:
     raise ProtocolError(f"unknown message type {kind!r}")
 
 
-def _digest_doc(digest: Digest) -> list[list[Any]]:
-    return [list(digest), list(chain.from_iterable(digest.values()))]
+def _digest_doc(versions: Mapping[str, Version]) -> list[list[Any]]:
+    digest = Digest.of(versions)
+    return [digest.members, digest.numbers]
 
 
 def _deltas_doc(deltas: Sequence[Delta]) -> list[Any]:
@@ -165,7 +165,7 @@ _STR: frozenset[type] = frozenset({str})
 _INT: frozenset[type] = frozenset({int})  # not bool, which is an int subclass but another type
 
 
-def _digest(doc: object) -> dict[str, tuple[int, int, int]]:
+def _digest(doc: object) -> Digest:
     """A digest's two lists, checked with no Python loop per member: ``set(map(type, ...))`` runs in C."""
     if type(doc) is not list or len(doc) != 2:
         raise ProtocolError("a digest must be [[member, ...], [generation, version, heartbeat, ...]]")
@@ -176,8 +176,10 @@ def _digest(doc: object) -> dict[str, tuple[int, int, int]]:
         raise ProtocolError("a digest's members must be strings")
     if not _INT.issuperset(map(type, numbers)) or (numbers and min(numbers) < 0):
         raise ProtocolError("a digest's generations, versions and heartbeats must be integers >= 0")
-    triples = iter(numbers)
-    return dict(zip(members, zip(triples, triples, triples, strict=True), strict=True))
+    index = dict(zip(members, range(0, len(numbers), 3), strict=True))
+    if len(index) != len(members):
+        raise ProtocolError("a digest names a member twice")
+    return Digest(members, numbers, index)
 
 
 def _deltas(doc: object) -> list[Delta]:

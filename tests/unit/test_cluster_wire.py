@@ -50,6 +50,7 @@ def test_a_digest_travels_as_members_then_their_numbers_flat() -> None:
         [["a"], [7, -1, 12]],
         [["a"], [7, "3", 12]],
         [["a"], None],
+        [["a", "a"], [7, 3, 12, 7, 3, 13]],  # a member twice
         "a",
     ],
 )
