@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -174,3 +176,14 @@ def test_phi_never_overflows() -> None:
 def test_detector_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="positive"):
         DetectorSettings(first_interval=0, min_std=0.1, acceptable_pause=0)
+
+
+@pytest.mark.parametrize("threshold", [0.1, 0.3, math.log10(2), 0.31, 1.0, 8.0])
+def test_suspicious_says_what_phi_says_without_working_phi_out_for_a_short_silence(threshold: float) -> None:
+    detector = PhiAccrual(SETTINGS, now=0.0)
+    for i in range(1, 20):
+        detector.heartbeat(i * 0.2 + (0.05 if i % 3 else 0.0))
+    last = detector.last_heartbeat
+    for step in range(200):
+        now = last - 0.5 + step * 0.01
+        assert detector.suspicious(now, threshold) == (detector.phi(now) >= threshold), now
