@@ -65,7 +65,7 @@ class GossipSettings:
     def __post_init__(self) -> None:
         timeouts = (self.exchange_timeout, self.dial_timeout, self.join_timeout)
         if self.interval <= 0 or self.fanout < 1 or self.max_dials < 1 or min(timeouts) <= 0:
-            raise ValueError("interval, fanout and timeouts must be positive")
+            raise ValueError("interval, fanout, max_dials and timeouts must be positive")
 
     def membership(self) -> MembershipSettings:
         detector = DetectorSettings(self.interval, self.min_std, self.acceptable_pause)

@@ -382,3 +382,9 @@ async def test_a_dial_that_never_ends_is_given_up_after_dial_timeout() -> None:
         await rig.rounds(2)
         assert dialer.attempts == 2  # given up at 3.2 s, and dialed again by the next round
         assert rig.network.connections == 0
+
+
+@pytest.mark.parametrize("bad", [{"dial_timeout": 0}, {"max_dials": 0}, {"exchange_timeout": -1}])
+def test_gossip_settings_are_checked(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        GossipSettings(**bad)
