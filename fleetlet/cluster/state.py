@@ -144,6 +144,11 @@ class ClusterState:
         self.local_id = local_id
         self._members: dict[str, MemberState] = {local_id: MemberState(generation)}
         self._forgotten: dict[str, int] = {}  # member -> the generation forgotten, and every older one
+        # The digest, kept up to date with every write rather than built for every message (each exchange sends
+        # one from either side): the members in the order of _members, three numbers each, and where they are.
+        self._names: list[str] = [local_id]
+        self._numbers: list[int] = [generation, 0, 0]
+        self._slots: dict[str, int] = {local_id: 0}
 
     @property
     def local(self) -> MemberState:
@@ -167,6 +172,7 @@ class ClusterState:
             return False  # deleting what never was
         local.max_version += 1
         local.entries[key] = Entry(value, local.max_version)
+        self._numbers[self._slots[self.local_id] + 1] = local.max_version
         return True
 
     # --- reconciliation ----------------------------------------------------------------------------------------
@@ -174,11 +180,10 @@ class ClusterState:
     def beat(self) -> None:
         """Advance this node's own heartbeat: the next digests it sends say it is alive."""
         self.local.heartbeat += 1
+        self._numbers[self._slots[self.local_id] + 2] = self.local.heartbeat
 
     def digest(self) -> Digest:
-        states = self._members.values()
-        numbers = list(chain.from_iterable((s.generation, s.max_version, s.heartbeat) for s in states))
-        return Digest(list(self._members), numbers)
+        return Digest(self._names.copy(), self._numbers.copy())
 
     def take_heartbeats(self, remote: Mapping[str, Version]) -> list[str]:
         """Take the newer heartbeats a peer's digest tells of members known here (same generation); return them.
@@ -187,7 +192,7 @@ class ClusterState:
         has arrived (a reset sets its heartbeat to 0).
         """
         beating: list[str] = []
-        members = self._members
+        members, slots, own = self._members, self._slots, self._numbers
         local_id = self.local_id
         digest = Digest.of(remote)
         numbers = digest.numbers
@@ -196,6 +201,7 @@ class ClusterState:
             if state is not None and heartbeat > state.heartbeat and state.generation == generation:
                 if member != local_id:
                     state.heartbeat = heartbeat
+                    own[slots[member] + 2] = heartbeat
                     beating.append(member)
         return beating
 
@@ -245,9 +251,15 @@ class ClusterState:
             state = self._members.get(member)
             if state is None or delta.generation > state.generation:
                 resets.append(Reset(member, delta.generation, None if state is None else state.generation))
+                if state is None:
+                    self._slots[member] = len(self._numbers)
+                    self._names.append(member)
+                    self._numbers.extend((0, 0, 0))
                 state = self._members[member] = MemberState(delta.generation)
+                self._note(member, state)
             elif delta.generation < state.generation:
                 continue
+            max_version = state.max_version
             for key, entry in delta.entries:
                 current = state.entries.get(key)
                 if current is not None and current.version >= entry.version:
@@ -258,7 +270,13 @@ class ClusterState:
                 previous = None if current is None else current.value
                 if previous != entry.value:
                     updates.append(Update(member, key, entry.value, previous))
+            if state.max_version != max_version:
+                self._note(member, state)
         return resets, updates
+
+    def _note(self, member: str, state: MemberState) -> None:
+        at = self._slots[member]
+        self._numbers[at : at + 3] = (state.generation, state.max_version, state.heartbeat)
 
     def claims_local(self, deltas: Iterable[Delta]) -> int | None:
         """The generation of another node that gossips under this node's ID, if these deltas carry one.
@@ -279,6 +297,10 @@ class ClusterState:
         state = self._members.pop(member, None)
         if state is not None:
             self._forgotten[member] = max(state.generation, self._forgotten.get(member, -1))
+            self._names = list(self._members)
+            states = self._members.values()
+            self._numbers = list(chain.from_iterable((s.generation, s.max_version, s.heartbeat) for s in states))
+            self._slots = dict(zip(self._names, range(0, len(self._numbers), 3), strict=True))
 
     def forgotten(self) -> Mapping[str, int]:
         return self._forgotten
