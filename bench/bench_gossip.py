@@ -110,6 +110,7 @@ async def spread_and_detect(count: int) -> None:
         await run_all(tg, group)
         converged = await until(lambda: all(len(m.gossiper.placeable()) == count for m in group), 60)
         busy, measuring = _cpu(), time.perf_counter()
+        collecting = _GCTime()
         print(f"gossip: {count} members in one process, real loopback websockets, {SETTINGS.interval:g} s rounds,"
               f" fanout {SETTINGS.fanout}")  # fmt: skip
         print(f"  full view everywhere, all started at once: {converged:.2f} s")
@@ -134,7 +135,9 @@ async def spread_and_detect(count: int) -> None:
         print(f"  metadata change seen by all {count - 1} others ({CHANGES} changes): p50 {p50 * 1000:.0f} ms"
               f" ({p50 / rounds:.1f} rounds), p99 {p99 * 1000:.0f} ms ({p99 / rounds:.1f} rounds),"
               f" max {max(delays) * 1000:.0f} ms  [target: all within 1 s]")  # fmt: skip
-        print(f"  the process meanwhile: {(_cpu() - busy) / (time.perf_counter() - measuring) * 100:.0f}% of a core")
+        wall = time.perf_counter() - measuring
+        print(f"  the process meanwhile: {(_cpu() - busy) / wall * 100:.0f}% of a core, of which the garbage collector"
+              f" {collecting.stop() / wall * 100:.0f}% (it scans all {count} members' heaps)")  # fmt: skip
         false_suspicions = sum(1 for m in group for (kind, _) in m.seen if kind == "suspect")
         victim = group[count // 2]
         victim_id = victim.gossiper.id
@@ -181,6 +184,25 @@ async def idle_cost() -> None:
           f" {rss / 1024:.1f} MiB;"
           f" baseline, {IDLE_MEMBERS} idle servers and sessions: {base_cpu * 100:.1f}%,"
           f" {base_rss / 1024:.1f} MiB)")  # fmt: skip
+
+
+class _GCTime:
+    """Seconds the garbage collector runs, from now until :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+    def stop(self) -> float:
+        gc.callbacks.remove(self._note)
+        return self.seconds
 
 
 def _cpu() -> float:

@@ -11,8 +11,9 @@ import itertools
 import math
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Protocol
 
 import anyio
@@ -120,12 +121,42 @@ class Deadline:
     expired: bool = False
 
 
-@asynccontextmanager
-async def move_on_after(clock: Clock, seconds: float) -> AsyncIterator[Deadline]:
+def move_on_after(clock: Clock, seconds: float) -> AbstractAsyncContextManager[Deadline]:
     """Cancel the block when ``seconds`` pass on ``clock`` (math.inf: never); ``expired`` says if that happened.
 
-    anyio's own ``move_on_after`` reads the event loop's clock, which a ManualClock cannot move.
+    anyio's own ``move_on_after`` reads the event loop's clock, which a ManualClock cannot move; on the
+    SystemClock, whose time *is* the event loop's, a plain cancel scope with a deadline does: it costs a fraction
+    of a task group and a watchdog task, and the gossip opens one for every exchange.
     """
+    if type(clock) is SystemClock:
+        return _ScopeDeadline(seconds)
+    return _watchdog(clock, seconds)
+
+
+class _ScopeDeadline:
+    """move_on_after on the event loop's own clock: one cancel scope, no generator, no task."""
+
+    __slots__ = ("_deadline", "_scope")
+
+    def __init__(self, seconds: float) -> None:
+        self._scope = anyio.move_on_after(seconds)
+        self._deadline = Deadline()
+
+    async def __aenter__(self) -> Deadline:
+        self._scope.__enter__()
+        return self._deadline
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        suppressed = self._scope.__exit__(exc_type, exc, tb)
+        self._deadline.expired = self._scope.cancelled_caught
+        return bool(suppressed)
+
+
+@asynccontextmanager
+async def _watchdog(clock: Clock, seconds: float) -> AsyncIterator[Deadline]:
+    """move_on_after on any other clock: a watchdog task sleeps on it and cancels the block."""
     deadline = Deadline()
     try:
         async with anyio.create_task_group() as tg:

@@ -5,7 +5,12 @@ Every ``interval`` the gossiper bumps its heartbeat (carried by its digests), ju
 each, :mod:`fleetlet.cluster.channel`), over connections it keeps open between rounds. Rounds run at a steady
 pace whatever the peers do: an exchange is bounded by ``exchange_timeout`` and runs beside the rounds, and a peer
 whose last exchange is still under way is skipped rather than waited for, so a stalled peer never delays this
-member's own heartbeat.
+member's own heartbeat. Dialing a peer is bounded apart, by ``dial_timeout``: a connection's handshake costs
+several times an exchange, and one cancelled half-way is all cost and no link (on a loaded machine, cancelling
+dials at the exchange's bound is how a cluster starting at once would never finish connecting). For the same
+reason a member dials at most ``max_dials`` live peers at a time: a round that picks more peers it has no
+connection to yet talks to peers it has one to instead, so a cluster booting at once connects at the pace its
+machines can handshake, gossiping meanwhile, instead of piling up dials that all time out.
 
 Beside the live peers, a round sometimes also dials one dead member (a healed partition or a restarted agent is
 noticed without waiting for it to call) and one seed (a ``--join`` address: how a member with nobody left in its
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,7 +37,7 @@ from fleetlet.cluster.detector import DetectorSettings
 from fleetlet.cluster.errors import SELF, DuplicateMachineId, GossipRefused, PeerUnreachable, ProtocolError
 from fleetlet.cluster.membership import PLACEABLE, Membership, MembershipEvent, MembershipSettings, Status
 from fleetlet.cluster.records import LEFT_KEY, MACHINE_KEY, UNIT_PREFIX, MachineRecord, unit_state_key
-from fleetlet.cluster.state import DEFAULT_MAX_ENTRIES, ClusterState, Delta, Digest, Update
+from fleetlet.cluster.state import DEFAULT_MAX_ENTRIES, ClusterState, Delta, Update, Version
 from fleetlet.cluster.wire import Ack, Ack2, Hello, Syn, Welcome
 
 log = logging.getLogger("fleetlet.cluster")
@@ -47,6 +52,8 @@ class GossipSettings:
     interval: float = 0.2
     fanout: int = 3
     exchange_timeout: float = 1.0
+    dial_timeout: float = 3.0
+    max_dials: int = 1
     phi_suspect: float = 8.0
     min_std: float = 0.1
     acceptable_pause: float = 0.3
@@ -56,8 +63,9 @@ class GossipSettings:
     max_entries: int = DEFAULT_MAX_ENTRIES
 
     def __post_init__(self) -> None:
-        if self.interval <= 0 or self.fanout < 1 or self.exchange_timeout <= 0 or self.join_timeout <= 0:
-            raise ValueError("interval, fanout and timeouts must be positive")
+        timeouts = (self.exchange_timeout, self.dial_timeout, self.join_timeout)
+        if self.interval <= 0 or self.fanout < 1 or self.max_dials < 1 or min(timeouts) <= 0:
+            raise ValueError("interval, fanout, max_dials and timeouts must be positive")
 
     def membership(self) -> MembershipSettings:
         detector = DetectorSettings(self.interval, self.min_std, self.acceptable_pause)
@@ -107,6 +115,7 @@ class Gossiper:
         self.membership = Membership(self.state, record, self.settings.membership(), clock.monotonic())
         self._links: dict[str, Link] = {}
         self._busy: set[str] = set()
+        self._dialing: set[str] = set()
         self._claimed: set[int] = set()  # generations of other agents seen gossiping under this ID
         self.rounds = 0
 
@@ -210,7 +219,7 @@ class Gossiper:
             elif status is Status.DEAD:
                 dead.append(record.address)
         rng = self._rng
-        targets = rng.sample(live, min(self.settings.fanout, len(live)))
+        targets = self._within_dials(rng.sample(live, min(self.settings.fanout, len(live))), live)
         if dead and rng.random() < len(dead) / (len(live) + 1):
             targets.append(rng.choice(dead))
         seeds = [seed for seed in self._seeds if seed not in self._busy]
@@ -218,9 +227,35 @@ class Gossiper:
             targets.append(rng.choice(seeds))
         return list(dict.fromkeys(targets))
 
+    def _within_dials(self, picked: list[str], live: list[str]) -> list[str]:
+        """The picked peers, those beyond the dials allowed replaced by peers already connected (if any)."""
+        links = self._links
+        dials = len(self._dialing)
+        if dials + sum(1 for address in picked if address not in links) <= self.settings.max_dials:
+            return picked
+        spare = [address for address in live if address in links and address not in picked]
+        targets: list[str] = []
+        for address in picked:
+            if address in links:
+                targets.append(address)
+            elif dials < self.settings.max_dials:
+                dials += 1
+                targets.append(address)
+            elif spare:
+                targets.append(spare.pop(self._rng.randrange(len(spare))))
+        return targets
+
     async def _exchange(self, address: str) -> None:
         self._busy.add(address)
         try:
+            if address not in self._links:
+                self._dialing.add(address)
+                async with move_on_after(self._clock, self.settings.dial_timeout) as dialing:
+                    await self._link(address)
+                if dialing.expired:
+                    log.debug("dialing %s timed out", address)
+                    return
+                self._dialing.discard(address)
             async with move_on_after(self._clock, self.settings.exchange_timeout) as deadline:
                 await self._exchange_with(address)
             if deadline.expired:
@@ -236,17 +271,28 @@ class Gossiper:
                 log.error("%s refused this member: %s", address, exc)
         finally:
             self._busy.discard(address)
+            self._dialing.discard(address)
+
+    async def _link(self, address: str) -> Link:
+        link = self._links.get(address)
+        if link is None:
+            link = self._links[address] = await self._dialer.dial(address, self._hello())
+        return link
 
     async def _exchange_with(self, address: str) -> None:
-        """One exchange: syn, ack, ack2; a broken link is dropped, for the next round to dial again."""
+        """One exchange: syn, ack, ack2; a broken link is dropped, for the next round to dial again.
+
+        An ack2 with no deltas is not sent: the listener has nothing to take from it, and in a cluster at rest
+        (heartbeats travel in the digests) that is most exchanges, a third of their messages.
+        """
         try:
-            link = self._links.get(address)
-            if link is None:
-                link = self._links[address] = await self._dialer.dial(address, self._hello())
+            link = await self._link(address)
             ack = await link.exchange(Syn(self.state.digest()))
             self._take(ack.deltas)
             self._beats(ack.digest)
-            await link.finish(Ack2(self.state.deltas_for(ack.digest, max_entries=self.settings.max_entries)))
+            deltas = self.state.deltas_for(ack.digest, max_entries=self.settings.max_entries)
+            if deltas:
+                await link.finish(Ack2(deltas))
         except BaseException:
             await self._drop(address)
             raise
@@ -308,7 +354,7 @@ class Gossiper:
         for update in updates:
             self._tell_unit_state(update)
 
-    def _beats(self, digest: Digest) -> None:
+    def _beats(self, digest: Mapping[str, Version]) -> None:
         beating = self.state.take_heartbeats(digest)
         if beating:
             self._emit(self.membership.heartbeats(beating, self._clock.monotonic()))

@@ -123,10 +123,12 @@ class Membership:
     def heartbeats(self, members: Iterable[str], now: float) -> list[MembershipEvent]:
         """Newer heartbeats of these members arrived: alive, and a suspicion or a verdict of death refuted."""
         events: list[MembershipEvent] = []
+        known_members = self._members
         for member in members:
-            known = self._known(member, now)
+            known = known_members.get(member) or self._known(member, now)
             known.detector.heartbeat(now)
-            events.extend(self._refuted(known, member, now))
+            if known.status is not Status.ALIVE:  # the rare case, out of the way of every heartbeat
+                events.extend(self._refuted(known, member, now))
         return events
 
     def _known(self, member: str, now: float) -> _Member:
@@ -189,8 +191,7 @@ class Membership:
             if record is None:
                 continue
             if known.status is Status.ALIVE:
-                phi = known.detector.phi(now)
-                if phi >= settings.phi_suspect:
+                if known.detector.suspicious(now, settings.phi_suspect):
                     known.status, known.since = Status.SUSPECT, now
                     silent = now - known.detector.last_heartbeat
                     events.append(MembershipEvent("suspect", member, record, f"no heartbeat for {silent:.1f}s"))

@@ -74,6 +74,7 @@ class MemoryNetwork:
         self._cut: set[frozenset[str]] = set()
         self._tg: TaskGroup | None = None
         self.messages = 0  # every message sent, for tests that count the traffic
+        self.connections = 0  # every connection dialed
 
     async def __aenter__(self) -> Self:
         self._tg = anyio.create_task_group()
@@ -114,6 +115,7 @@ class MemoryNetwork:
         if not self.reachable(local, remote):
             raise PeerUnreachable(f"cannot connect to {remote}")
         listener, listener_key = self._listeners[remote]
+        self.connections += 1
         to_remote, from_local = anyio.create_memory_object_stream[bytes](_BUFFER)
         to_local, from_remote = anyio.create_memory_object_stream[bytes](_BUFFER)
         ours = MemoryChannel(self, local, remote, to_remote, from_remote)

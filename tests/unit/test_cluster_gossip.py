@@ -7,6 +7,7 @@ so each assertion is about an exact number of rounds of virtual time.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,11 +19,13 @@ import pytest
 from anyio.abc import TaskGroup
 
 from fleetlet.clock import ManualClock
+from fleetlet.cluster.channel import Link
 from fleetlet.cluster.errors import DuplicateMachineId, GossipRefused
 from fleetlet.cluster.gossiper import Gossiper, GossipSettings
 from fleetlet.cluster.membership import MembershipEvent, Status
 from fleetlet.cluster.memory_network import MemoryNetwork
 from fleetlet.cluster.records import MachineRecord
+from fleetlet.cluster.wire import Hello
 
 SETTINGS = GossipSettings()
 KEY = b"k" * 32
@@ -305,3 +308,83 @@ async def test_fifty_members_converge_within_a_few_rounds_of_a_change() -> None:
             assert spent < 6, f"not everywhere after {spent} rounds"
             await rig.rounds(1)
             spent += 1
+
+
+@pytest.mark.anyio
+async def test_an_exchange_with_nothing_for_the_listener_sends_no_ack2() -> None:
+    async with cluster() as rig:
+        await rig.start("a", seeds=())
+        await rig.start("b")
+        await rig.rounds(5)
+        before = rig.network.messages
+        await rig.rounds(10)
+        # Each round each member has one peer: a syn and an ack each, nothing else (heartbeats ride the digests).
+        assert rig.network.messages - before == 10 * 2 * 2
+
+
+@pytest.mark.anyio
+async def test_a_member_dials_one_new_peer_at_a_time_and_gossips_with_connected_ones_meanwhile() -> None:
+    async with cluster() as rig:
+        members = [await rig.start("m0", seeds=())]
+        for i in range(1, 8):
+            members.append(await rig.start(f"m{i}", seeds=("mem://m0",)))
+        connections = rig.network.connections
+        for _ in range(12):
+            messages = rig.network.messages
+            await rig.rounds(1)
+            assert rig.network.connections - connections <= len(members)  # at most one dial each
+            assert rig.network.messages - messages >= 2 * 3 * len(members)  # yet three exchanges each
+            connections = rig.network.connections
+        assert all(len(view(m)) == 8 and set(view(m).values()) == {Status.ALIVE} for m in members)
+
+
+class SlowDialer:
+    """Connections that take ``seconds`` of the clock to open, as on a loaded machine; ``attempts`` counts dials."""
+
+    def __init__(self, network: MemoryNetwork, address: str, clock: ManualClock, seconds: float) -> None:
+        self._inner = network.dialer(address)
+        self._clock, self._seconds = clock, seconds
+        self.attempts = 0
+
+    async def dial(self, address: str, hello: Hello) -> Link:
+        self.attempts += 1
+        await self._clock.sleep(self._seconds)
+        return await self._inner.dial(address, hello)
+
+
+@pytest.mark.anyio
+async def test_a_dial_slower_than_an_exchange_may_take_still_connects() -> None:
+    async with cluster() as rig:
+        a = await rig.start("a", seeds=())
+        slow = 1.5  # beyond exchange_timeout, within dial_timeout
+        assert SETTINGS.exchange_timeout < slow < SETTINGS.dial_timeout
+        dialer = SlowDialer(rig.network, "mem://b", rig.clock, slow)
+        b = Gossiper(MachineRecord("b", "mem://b"), dialer, rig.clock, settings=SETTINGS, seeds=("mem://a",),
+                     generation=1, rng=random.Random(1))  # fmt: skip
+        rig.network.attach("mem://b", b)
+        rig.tg.start_soon(b.run)
+        await rig.rounds(int(slow / SETTINGS.interval) + 2)
+        assert dialer.attempts == 1
+        assert b.membership.status("a") is Status.ALIVE
+        assert a.gossiper.membership.status("b") is Status.ALIVE
+
+
+@pytest.mark.anyio
+async def test_a_dial_that_never_ends_is_given_up_after_dial_timeout() -> None:
+    async with cluster() as rig:
+        await rig.start("a", seeds=())
+        dialer = SlowDialer(rig.network, "mem://b", rig.clock, math.inf)
+        b = Gossiper(MachineRecord("b", "mem://b"), dialer, rig.clock, settings=SETTINGS, seeds=("mem://a",),
+                     generation=1, rng=random.Random(1))  # fmt: skip
+        rig.tg.start_soon(b.run)  # its first round, at 0.2 s, dials its seed
+        await rig.rounds(round(SETTINGS.dial_timeout / SETTINGS.interval))
+        assert dialer.attempts == 1  # 3 s: still dialing, and the seed is busy meanwhile
+        await rig.rounds(2)
+        assert dialer.attempts == 2  # given up at 3.2 s, and dialed again by the next round
+        assert rig.network.connections == 0
+
+
+@pytest.mark.parametrize("bad", [{"dial_timeout": 0}, {"max_dials": 0}, {"exchange_timeout": -1}])
+def test_gossip_settings_are_checked(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        GossipSettings(**bad)

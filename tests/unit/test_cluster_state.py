@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -108,6 +110,11 @@ values = st.one_of(st.none(), st.integers(0, 3))
 writes = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["x", "y", "z"]), values), max_size=30)
 
 
+def truth(state: ClusterState) -> dict[str, tuple[int, int, int]]:
+    """The digest as it follows from the members' states."""
+    return {member: (s.generation, s.max_version, s.heartbeat) for member, s in state.members().items()}
+
+
 @given(writes, st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), max_size=40), st.integers(1, 5))
 def test_any_exchanges_converge_to_every_owners_state(
     ops: list[tuple[str, str, int | None]], pairs: list[tuple[int, int]], budget: int
@@ -124,6 +131,10 @@ def test_any_exchanges_converge_to_every_owners_state(
         a, b = order[left], order[right]
         if a is not b:
             b.apply(a.deltas_for(b.digest(), max_entries=budget))
+            b.take_heartbeats(a.digest())
+            a.beat()
+        for node in order:
+            assert node.digest() == truth(node)  # kept up to date, write by write
     for _ in range(2):
         for a in order:
             for b in order:
@@ -174,3 +185,32 @@ def test_phi_never_overflows() -> None:
 def test_detector_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="positive"):
         DetectorSettings(first_interval=0, min_std=0.1, acceptable_pause=0)
+
+
+@pytest.mark.parametrize("threshold", [0.1, 0.3, math.log10(2), 0.31, 1.0, 8.0])
+def test_suspicious_says_what_phi_says_without_working_phi_out_for_a_short_silence(threshold: float) -> None:
+    detector = PhiAccrual(SETTINGS, now=0.0)
+    for i in range(1, 20):
+        detector.heartbeat(i * 0.2 + (0.05 if i % 3 else 0.0))
+    last = detector.last_heartbeat
+    for step in range(200):
+        now = last - 0.5 + step * 0.01
+        assert detector.suspicious(now, threshold) == (detector.phi(now) >= threshold), now
+
+
+def test_the_digest_follows_every_write_reset_and_forgetting() -> None:
+    b = ClusterState("b", 1)
+    b.set_local("machine", "b")
+    b.beat()
+    b.apply([Delta("a", 10, (("x", Entry(1, 1)), ("y", Entry(2, 2))))])
+    b.apply([Delta("c", 5, (("x", Entry(1, 3)),))])
+    b.take_heartbeats({"a": (10, 2, 7), "c": (4, 3, 9)})  # c's heartbeat is of another generation: not taken
+    assert b.digest() == {"b": (1, 1, 1), "a": (10, 2, 7), "c": (5, 3, 0)} == truth(b)
+    b.apply([Delta("a", 11, (("x", Entry(5, 1)),))])  # a restarted: a new generation, heartbeats again from 0
+    assert b.digest() == {"b": (1, 1, 1), "a": (11, 1, 0), "c": (5, 3, 0)} == truth(b)
+    b.forget("a")
+    b.take_heartbeats({"c": (5, 3, 4)})
+    assert b.digest() == {"b": (1, 1, 1), "c": (5, 3, 4)} == truth(b)
+    assert list(b.digest()) == ["b", "c"]
+    b.apply([Delta("a", 12, (("x", Entry(5, 2)),))])  # back, under a newer generation still
+    assert b.digest() == {"b": (1, 1, 1), "c": (5, 3, 4), "a": (12, 2, 0)} == truth(b)
