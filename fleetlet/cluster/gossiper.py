@@ -189,8 +189,13 @@ class Gossiper:
                     self._round(tg)
                     await self._clock.sleep(self.settings.interval)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._close_links()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection this member dialed (``run`` does on its way out; a member that only joined, or
+        left, without running must do it itself)."""
+        with anyio.CancelScope(shield=True):
+            await self._close_links()
 
     async def leave(self) -> None:
         """Say this member is leaving, to a few peers at once (the rest hear it by gossip, or by silence)."""

@@ -68,6 +68,7 @@ async def peer(seed: str, key: bytes | None = None) -> AsyncIterator[tuple[Gossi
         stack.push_async_callback(dialer.aclose)
         machine_id = uuid.uuid4().hex
         gossiper = Gossiper(MachineRecord(machine_id, ""), dialer, SystemClock(), seeds=(seed,))
+        stack.push_async_callback(gossiper.aclose)  # the links its join() dialed: before the dialer closes
         endpoint = GossipEndpoint(gossiper, key)
         app = web.Application()
         app.add_routes(endpoint.routes())
