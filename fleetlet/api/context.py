@@ -9,6 +9,7 @@ from fleetlet.api.caches import OptionsCache, ScheduleCache
 from fleetlet.api.proxy import Proxy
 from fleetlet.api.view import NodeView
 from fleetlet.clock import Clock
+from fleetlet.registry.model import ScheduleEntry
 from fleetlet.registry.protocol import Registry
 
 # fleet served pages of 100 units, and its clients follow nextPageToken until it is absent.
@@ -30,3 +31,10 @@ class ApiContext:
     schedules: ScheduleCache = field(default_factory=ScheduleCache)
     options: OptionsCache = field(default_factory=OptionsCache)
     proxy: Proxy = field(default_factory=Proxy)  # status and journal of units another member runs
+
+    async def schedule_entry(self, unit: str) -> ScheduleEntry | None:
+        """The unit's placement now (None: on no machine), through the schedule cache.
+
+        Ask it after reading the unit: the schedule is then at least as recent as the unit's record.
+        """
+        return (await self.schedules.at(self.registry, await self.registry.revision())).entries.get(unit)

@@ -64,8 +64,7 @@ def routes(ctx: ApiContext, followers: Followers, prefix: str) -> list[web.Route
         follow = parse_follow(one_query_value(request, "follow"))
         name = (await existing_unit(ctx.registry, request.match_info["name"])).name
         if not ctx.proxy.forwarded(request):
-            schedule = await ctx.schedules.at(ctx.registry, await ctx.registry.revision())
-            entry = schedule.entries.get(name)
+            entry = await ctx.schedule_entry(name)
             owner = ctx.view.answered_by(entry.machine_id) if entry is not None else None
             if owner is not None:
                 return await ctx.proxy.forward(request, owner, followers.following)

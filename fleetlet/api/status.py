@@ -69,8 +69,7 @@ def routes(ctx: ApiContext, prefix: str) -> list[web.RouteDef]:
     async def unit_status(request: web.Request) -> web.StreamResponse:
         registry = ctx.registry
         record = await existing_unit(registry, request.match_info["name"])
-        # As GET /units/NAME: asked after the unit was read, so the schedule is at least as recent as the unit.
-        entry = (await ctx.schedules.at(registry, await registry.revision())).entries.get(record.name)
+        entry = await ctx.schedule_entry(record.name)
         view = ctx.view
         owner = None if ctx.proxy.forwarded(request) else view.answered_by(entry.machine_id if entry else None)
         if owner is not None:

@@ -50,8 +50,7 @@ class Units:
     async def get(self, request: web.Request) -> web.Response:
         registry = self._ctx.registry
         record = await existing_unit(registry, request.match_info["name"])
-        # Asked after the unit was read, so the schedule is at least as recent as the unit.
-        entry = (await self._ctx.schedules.at(registry, await registry.revision())).entries.get(record.name)
+        entry = await self._ctx.schedule_entry(record.name)
         index = state_index(s for s in self._ctx.view.states() if s.name == record.name)
         return json_response(unit_json(record, entry, index, self._ctx.options.json_of(record)))
 

@@ -84,7 +84,7 @@ class RemoteRegistry:
         self._watches: set[anyio.CancelScope] = set()
 
     async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(headers=self._headers, json_serialize=lambda o: orjson.dumps(o).decode())
+        self._session = aiohttp.ClientSession(headers=self._headers)
         return self
 
     async def __aexit__(
