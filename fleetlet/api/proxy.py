@@ -49,11 +49,10 @@ class Proxy:
         url = f"{member_url.rstrip('/')}{request.path_qs}"
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
         try:
-            upstream_cm = self._session.get(url, headers={PROXIED_HEADER: "1"}, timeout=timeout)
-            upstream = await upstream_cm.__aenter__()
+            upstream = await self._session.get(url, headers={PROXIED_HEADER: "1"}, timeout=timeout)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise APIError(502, f"the machine that runs the unit, at {member_url}, cannot be reached: {exc}") from exc
-        try:
+        async with upstream:  # released however the relaying ends
             response = web.StreamResponse(status=upstream.status)
             if hdrs.CONTENT_TYPE in upstream.headers:
                 response.headers[hdrs.CONTENT_TYPE] = upstream.headers[hdrs.CONTENT_TYPE]
@@ -66,8 +65,6 @@ class Proxy:
                 except (aiohttp.ClientError, ConnectionError, RuntimeError):
                     pass  # either end went away mid-stream: the answer ends there
             return response
-        finally:
-            await upstream_cm.__aexit__(None, None, None)
 
     async def close(self, app: web.Application | None = None) -> None:
         if self._session is not None:
