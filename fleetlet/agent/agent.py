@@ -51,7 +51,8 @@ from fleetlet.exec.docker_runtime import DockerRuntime
 from fleetlet.exec.engine_events import EngineEvents
 from fleetlet.exec.runtime import RuntimeFailure
 from fleetlet.exec.subprocess_runner import SubprocessRunner
-from fleetlet.registry.errors import RegistryUnavailable
+from fleetlet.registry.errors import RegistryError, RegistryUnavailable
+from fleetlet.registry.etcd_settings import EtcdSettings
 from fleetlet.registry.protocol import Registry
 from fleetlet.registry.remote import RemoteRegistry, locate
 from fleetlet.registry.sqlite import SqliteRegistry
@@ -63,6 +64,8 @@ log = logging.getLogger("fleetlet.agent")
 
 SOCKET_NAME = "fleetlet.sock"
 REGISTRY_NAME = "registry.sqlite"
+# A leader's term unrenewed: how long after a leader dies its successor takes over (an etcd lease's TTL).
+DEFAULT_LEADER_TTL = 5.0
 
 
 class AgentStartupError(FleetletError):
@@ -86,6 +89,9 @@ class AgentConfig:
     public_ip: str = ""
     purge: bool = False
     registry: Path | None = None  # the SQLite registry's file; None: REGISTRY_NAME in the state directory
+    # The registry on etcd instead: every agent on it campaigns to lead, and ``join`` names gossip peers only.
+    etcd: EtcdSettings | None = None
+    leader_ttl: float = DEFAULT_LEADER_TTL
     # The cluster (only with a host: peers gossip over TCP). ``join``: members to join through; ``advertise``: the
     # URL the others reach this agent at (default: http://host:port as bound).
     join: tuple[str, ...] = ()
@@ -229,13 +235,15 @@ class Agent:
         await tg.start(RegistryFeed(registry, hub, reasons=placement.reasons).run)
         engine_events = EngineEvents(runtime, clock)
         await tg.start(engine_events.run)
-        if not config.join:
-            # The agent that holds the registry leads; a joined agent runs what the leader places on it.
+        if config.etcd is not None or not config.join:
+            # The agent that holds the registry leads, or any agent on etcd; a joined agent runs what the leader
+            # places on it.
             engine = Engine(
                 registry,
                 gossip.machines if gossip is not None else lambda: [machine.spec],
                 clock,
                 machine_id=config.machine_id,
+                lease_ttl=config.leader_ttl,
                 on_leadership=LeaderFeed(hub).leadership,
                 on_unplaceable=placement.unplaceable,
                 # A restarted server knows only itself at first: give the members running units a join's time.
@@ -293,6 +301,8 @@ class Agent:
     async def _open_registry(self, key: bytes | None) -> Registry:
         """The cluster's registry: this agent's own SQLite file, or, joined, the server's over its API."""
         config = self.config
+        if config.etcd is not None:
+            return await self._open_etcd(config.etcd)
         if not config.join:
             try:
                 return await self._resources.enter_async_context(SqliteRegistry(config.registry_path, self._clock))
@@ -308,6 +318,20 @@ class Agent:
         self._remote_registry = url
         log.info("the cluster's registry is at %s", url)
         return await self._resources.enter_async_context(RemoteRegistry(url, token=token, clock=self._clock))
+
+    async def _open_etcd(self, etcd: EtcdSettings) -> Registry:
+        """The registry on etcd, checked to answer: an agent that cannot read its schedule has nothing to run."""
+        try:
+            registry = await self._resources.enter_async_context(etcd.registry(self._clock))
+            await registry.revision()
+        except (OSError, ValueError) as exc:
+            raise AgentStartupError(f"cannot use the etcd registry {etcd.url}: {exc}") from exc
+        except RegistryUnavailable as exc:
+            raise AgentStartupError(f"cannot reach the etcd registry {etcd.url}: {exc.reason}") from exc
+        except RegistryError as exc:
+            raise AgentStartupError(f"cannot use the etcd registry {etcd.url}: {exc}") from exc
+        log.info("the cluster's registry is etcd at %s", etcd.url)
+        return registry
 
     def _registry_url(self) -> str:
         """Where the cluster's registry is, for a member that asks: the server's URL, or this agent's if it is it."""

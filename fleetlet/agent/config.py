@@ -13,7 +13,9 @@ names with underscores (``state_dir``, ``public_ip``); an unknown key is an erro
 - A relative ``state_dir`` in the file is relative to the file's directory (systemd starts the agent in ``/``);
   in a flag or variable, relative to the working directory.
 - ``registry`` is ``sqlite:PATH`` (or ``sqlite:///ABSOLUTE/PATH``); a relative PATH is in the state directory, and
-  the default is ``sqlite:registry.sqlite``. etcd URLs are refused until the etcd registry exists.
+  the default is ``sqlite:registry.sqlite``. Or ``etcd://HOST:PORT,...[/PREFIX/]`` (``etcds://`` over TLS; see
+  :mod:`fleetlet.registry.etcd_settings`), with the ``etcd_*`` settings for TLS files and authentication; those
+  settings without an etcd registry are an error, as they would do nothing.
 - ``docker_host`` defaults to ``DOCKER_HOST``, else the local socket. ``DOCKER_HOST`` speaks for every Docker
   client, so it ranks below the file, which names an engine for fleetlet alone.
 
@@ -39,7 +41,7 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Final
 
-from fleetlet.agent.agent import REGISTRY_NAME, AgentConfig, MetadataSource
+from fleetlet.agent.agent import DEFAULT_LEADER_TTL, REGISTRY_NAME, AgentConfig, MetadataSource
 from fleetlet.agent.setting_names import (
     CONFIG_VARIABLE,
     DEFAULT_LISTEN,
@@ -49,11 +51,12 @@ from fleetlet.agent.setting_names import (
 )
 from fleetlet.errors import FleetletError
 from fleetlet.exec.docker_runtime import DEFAULT_HOST
+from fleetlet.registry.etcd_settings import EtcdSettings, is_etcd_url, parse_etcd_url
 
 log = logging.getLogger("fleetlet.agent")
 
-# Schemes of the registries still to come, refused with a promise rather than "unknown".
-_ETCD_SCHEMES: Final = frozenset({"etcd", "http", "https"})
+# A bare etcd address, given where an etcd:// URL was meant: refused with the right spelling.
+_BARE_ETCD_SCHEMES: Final = frozenset({"http", "https"})
 _TOML_POSITION = re.compile(r"^(?P<message>.*) \(at (?:line (?P<line>\d+), column (?P<column>\d+)|end of document)\)$")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
@@ -78,7 +81,13 @@ class Settings:
     metadata: Mapping[str, str] | None = None
     public_ip: str | None = None
     docker_host: str | None = None
-    registry: Path | None = None  # relative: in the state directory
+    registry: Path | EtcdSettings | None = None  # a relative SQLite path: in the state directory
+    etcd_cafile: Path | None = None
+    etcd_certfile: Path | None = None
+    etcd_keyfile: Path | None = None
+    etcd_username: str | None = None
+    etcd_password_file: Path | None = None
+    leader_ttl: float | None = None
     join: tuple[str, ...] | None = None
     advertise: str | None = None
     cluster_key: Path | None = None
@@ -134,15 +143,18 @@ def _docker_host(text: str) -> str:
     return text
 
 
-def parse_registry(text: str) -> Path:
-    """The SQLite file of ``sqlite:PATH`` or ``sqlite:///ABSOLUTE/PATH``; relative paths are left relative."""
+def parse_registry(text: str) -> Path | EtcdSettings:
+    """The SQLite file of ``sqlite:PATH`` or ``sqlite:///ABSOLUTE/PATH`` (relative paths are left relative), or
+    the etcd cluster of ``etcd://`` and ``etcds://`` URLs."""
+    if is_etcd_url(text):
+        return parse_etcd_url(text)
     scheme, sep, rest = text.partition(":")
     if not sep or not _SCHEME.fullmatch(scheme):
-        raise ValueError(f"expected sqlite:PATH, not {text!r}")
-    if scheme in _ETCD_SCHEMES:
-        raise ValueError(f"{text}: not supported yet: etcd:// arrives with the etcd registry (use sqlite:PATH)")
+        raise ValueError(f"expected sqlite:PATH or etcd://HOST:PORT, not {text!r}")
+    if scheme in _BARE_ETCD_SCHEMES:
+        raise ValueError(f"{text}: an etcd registry is etcd://HOST:PORT (etcds:// for TLS)")
     if scheme != "sqlite":
-        raise ValueError(f"{text}: unknown registry {scheme!r} (use sqlite:PATH)")
+        raise ValueError(f"{text}: unknown registry {scheme!r} (use sqlite:PATH or etcd://HOST:PORT)")
     if rest.startswith("//"):  # the URL form names no host: sqlite:///var/lib/x.sqlite
         if not rest.startswith("///"):
             raise ValueError(f"{text}: a sqlite URL names no host (use sqlite:PATH or sqlite:///ABSOLUTE/PATH)")
@@ -172,6 +184,22 @@ def parse_join(text: str) -> tuple[str, ...]:
     return urls
 
 
+def parse_seconds(text: str) -> float:
+    try:
+        seconds = float(text.removesuffix("s"))
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, not {text!r}") from None
+    if not 0 < seconds < 3600:
+        raise ValueError(f"expected more than 0 and less than 3600 seconds, not {text!r}")
+    return seconds
+
+
+def _username(text: str) -> str:
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"expected a user name without spaces, not {text!r}")
+    return text
+
+
 def parse_boolean(text: str) -> bool:
     if text.lower() in _TRUE:
         return True
@@ -188,6 +216,12 @@ _FROM_TEXT: Final[dict[str, Callable[[str], object]]] = {
     "public_ip": _public_ip,
     "docker_host": _docker_host,
     "registry": parse_registry,
+    "etcd_cafile": _path,
+    "etcd_certfile": _path,
+    "etcd_keyfile": _path,
+    "etcd_username": _username,
+    "etcd_password_file": _path,
+    "leader_ttl": parse_seconds,
     "join": parse_join,
     "advertise": _member_url,
     "cluster_key": _path,
@@ -267,6 +301,8 @@ def _file_value(key: str, value: object, file: str) -> object:
         return value
     if key == "metadata" and isinstance(value, dict):
         return _metadata_table(value, file)
+    if key == "leader_ttl" and isinstance(value, int | float) and not isinstance(value, bool):
+        return _parsed(key, str(value), f"{file}: {key}")
     if key == "join" and isinstance(value, list):
         if not all(isinstance(item, str) for item in value):
             raise ConfigError(f"{file}: join: expected an array of strings")
@@ -325,7 +361,17 @@ def _quote_hint(value: object) -> str:
     return ""
 
 
+# fleet's names for what fleetlet spells otherwise: a fleet user's config gets the fleetlet spelling.
+_FLEET_NAMES: Final = {
+    "etcd_servers": 'registry = "etcd://HOST:PORT,HOST:PORT"',
+    "etcd_key_prefix": 'the registry URL\'s path: registry = "etcd://HOST:PORT/PREFIX/"',
+    "etcd_password": "etcd_password_file (a file holding the password)",
+}
+
+
 def _suggestion(key: str) -> str:
+    if key in _FLEET_NAMES:
+        return f" (fleetlet's spelling of fleet's {key}: {_FLEET_NAMES[key]})"
     close = difflib.get_close_matches(key.replace("-", "_"), SETTINGS, n=1)
     if close:
         return f" (did you mean {close[0]!r}?)"
@@ -362,6 +408,7 @@ def agent_config(
     """
     state_dir = settings.state_dir or default_state_dir
     host, port = settings.listen or parse_listen(DEFAULT_LISTEN)
+    etcd, sqlite = _registry(settings)
     return AgentConfig(
         state_dir=state_dir,
         machine_id=settings.machine_id or machine_id(state_dir),
@@ -371,11 +418,36 @@ def agent_config(
         metadata=dict(settings.metadata or {}),
         public_ip=settings.public_ip or "",
         purge=bool(settings.purge),
-        registry=state_dir / (settings.registry or REGISTRY_NAME),
+        registry=state_dir / (sqlite or REGISTRY_NAME),
+        etcd=etcd,
+        leader_ttl=settings.leader_ttl or DEFAULT_LEADER_TTL,
         join=settings.join or (),
         advertise=settings.advertise or "",
         cluster_key=settings.cluster_key,
     )
+
+
+_ETCD_OPTIONS: Final = ("etcd_cafile", "etcd_certfile", "etcd_keyfile", "etcd_username", "etcd_password_file")
+
+
+def _registry(settings: Settings) -> tuple[EtcdSettings | None, Path | None]:
+    """The etcd registry with its options, or the SQLite file (None: the default)."""
+    if not isinstance(settings.registry, EtcdSettings):
+        given = [name for name in _ETCD_OPTIONS if getattr(settings, name) is not None]
+        if given:
+            raise ConfigError(f"{flag_name(given[0])} is for an etcd registry (--registry etcd://HOST:PORT)")
+        return None, settings.registry
+    try:
+        etcd = settings.registry.with_options(
+            ca_file=settings.etcd_cafile,
+            cert_file=settings.etcd_certfile,
+            key_file=settings.etcd_keyfile,
+            username=settings.etcd_username,
+            password_file=settings.etcd_password_file,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{flag_name('registry')}: {exc}") from None
+    return etcd, None
 
 
 def config_file(flag: str | None, environ: Mapping[str, str]) -> Path | None:

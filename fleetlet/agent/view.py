@@ -33,7 +33,7 @@ class AgentView:
         self._clock = clock
         self.supervisor: Supervisor | None = None
         self.engine: Engine | None = None
-        self.leader_url = ""  # a joined agent's server, which leads; empty on the server itself
+        self.leader_url = ""  # a joined agent's server, which leads; empty on the server itself and on etcd
 
     def machines(self) -> Sequence[MachineSpec]:
         """The live members of the cluster (alive or suspect), or this machine alone when it does not gossip."""
@@ -75,7 +75,11 @@ class AgentView:
     def answered_by(self, machine_id: str | None) -> str | None:
         """Another live member's URL: the unit's machine's, or the leader's for a unit on no machine."""
         if machine_id is None:
-            return self.leader_url or None
+            if self.leader_url or self.engine is None:
+                return self.leader_url or None
+            machine_id = self.engine.leader  # on etcd, any agent may be the one that leads now
+            if machine_id is None:
+                return None
         if machine_id == self._machine.id or self._gossip is None:
             return None
         return next((r.address for r in self._gossip.gossiper.placeable() if r.id == machine_id and r.address), None)

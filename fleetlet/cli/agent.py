@@ -32,7 +32,21 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "metadata": ("K=V,...", "this machine's metadata (pins it: SIGHUP then leaves it)"),
     "public_ip": ("IP", "the address other machines and users reach"),
     "docker_host": ("URL", "the Docker engine (default: $DOCKER_HOST, else the local socket)"),
-    "registry": ("URL", "sqlite:PATH, a relative PATH in the state directory (default: sqlite:registry.sqlite)"),
+    "registry": (
+        "URL",
+        "sqlite:PATH, a relative PATH in the state directory (default: sqlite:registry.sqlite), or "
+        "etcd://HOST:PORT[,HOST:PORT...][/PREFIX/] (etcds:// over TLS): every agent on one etcd may lead",
+    ),
+    "etcd_cafile": ("FILE", "the CA that signed etcd's certificate (etcds://; default: the system's)"),
+    "etcd_certfile": ("FILE", "a client certificate for etcd's --client-cert-auth (with --etcd-keyfile)"),
+    "etcd_keyfile": ("FILE", "the client certificate's key"),
+    "etcd_username": ("USER", "an etcd user to authenticate as (with --etcd-password-file)"),
+    "etcd_password_file": ("FILE", "a file holding that user's password"),
+    "leader_ttl": (
+        "SECONDS",
+        "how long a leader's term lasts unrenewed: a dead leader's successor takes over "
+        "about this much later (default: 5)",
+    ),
     "join": ("URL", "join the cluster through this member (repeatable; URL,URL in the variable and the file)"),
     "advertise": ("URL", "the URL the other members reach this agent at (default: http://LISTEN)"),
     "cluster_key": ("FILE", "a shared secret every member must prove it knows (without it: loopback only)"),

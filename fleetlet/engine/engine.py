@@ -94,8 +94,9 @@ class Engine:
         self._on_leadership = on_leadership
         self._on_unplaceable = on_unplaceable
         self._membership_grace = membership_grace
-        self._grace_ends = 0.0  # monotonic: until then a term waits to hear of the machines its schedule names
+        self._grace_ends = 0.0  # monotonic: until then a pass waits to hear of the machines its schedule names
         self._lease: LeaderRecord | None = None
+        self._holder: str | None = None  # the machine another engine's record named when this one last campaigned
         self._term: anyio.CancelScope | None = None
         self._wake = anyio.Event()
         self._unplaceable: Mapping[str, tuple[str, ...]] = MappingProxyType({})
@@ -109,6 +110,12 @@ class Engine:
         """Whether this engine holds an unexpired leader record, by its own clock."""
         lease = self._lease
         return lease is not None and lease.expires_at > self._clock.time()
+
+    @property
+    def leader(self) -> str | None:
+        """The machine that leads as far as this engine knows: itself while it leads, else the holder its latest
+        campaign met (None: nobody, or not heard yet). Where to ask why a unit has no machine."""
+        return self._machine_id if self.leading else self._holder
 
     @property
     def unplaceable(self) -> Mapping[str, tuple[str, ...]]:
@@ -127,6 +134,10 @@ class Engine:
         Reports started after the first campaign, so ``leading`` already says whether it won.
         """
         started = False
+        # The grace runs from the engine's start, not its term's: an engine that has gossiped for a while before it
+        # takes over (another agent's on etcd died) has heard of every live machine, and must not hold the moves
+        # of the dead leader's units.
+        self._grace_ends = self._clock.monotonic() + self._membership_grace
         while True:
             lease = await self._campaign()
             if not started:
@@ -171,6 +182,7 @@ class Engine:
         except Exception:
             log.warning("could not campaign for the leader record", exc_info=True)
             return retry
+        self._holder = holder.machine_id if holder is not None else None
         if holder is None:
             return 0.0  # the holder left between the two reads: try again at once
         return max(0.0, min(retry, holder.expires_at - self._clock.time()))
@@ -198,7 +210,6 @@ class Engine:
 
     async def _lead(self) -> bool:
         """One term: keep the lease and the schedule until deposed (returns True) or cancelled."""
-        self._grace_ends = self._clock.monotonic() + self._membership_grace
         async with anyio.create_task_group() as tg:
             self._term = tg.cancel_scope
             tg.start_soon(self._keep_lease)
@@ -290,10 +301,10 @@ class Engine:
     async def _decide(self) -> float:
         """One scheduling pass: plan from the mirror, write each decision until leadership or a conflict stops it.
 
-        Returns how long the pass is held back (0: it ran). A new term holds its passes for up to
-        ``membership_grace`` while the schedule names machines the membership has not heard of yet: a leader that
-        just (re)started knows only itself, and would otherwise move every unit of the machines still running
-        them, stopping units that never needed to stop. Any membership change ends the hold early.
+        Returns how long the pass is held back (0: it ran). Up to ``membership_grace`` after the engine started,
+        a pass is held while the schedule names machines the membership has not heard of yet: a leader that just
+        (re)started knows only itself, and would otherwise move every unit of the machines still running them,
+        stopping units that never needed to stop. Any membership change ends the hold early.
         """
         if not self.leading:
             return 0.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,18 @@ import anyio
 from fleetlet.exec.docker_runtime import DockerRuntime
 from fleetlet.exec.runtime import LABEL_MACHINE, LABEL_ROLE, LABEL_UNIT, NoSuchContainer
 from tests.integration.agent_rig import BOUND, FLEETLET, cli, free_port, until
+
+_TERM = re.compile(r"leads the cluster \(term (?P<term>\d+)\)")
+
+
+# A container named after its unit and machine: the machines share one engine, and names are engine-wide.
+SLEEPER = """[Service]
+ExecStart=/usr/bin/docker run --rm --init --name %p-%i-%m busybox sleep 1000
+"""
+
+
+def unit(xfleet: str = "") -> str:
+    return SLEEPER + (f"\n[X-Fleet]\n{xfleet}\n" if xfleet else "")
 
 
 @dataclass
@@ -56,6 +69,9 @@ class Member:
 @dataclass
 class Cluster:
     docker_url: str
+    # Given to every member: ``--registry etcd://...`` puts the cluster on etcd, where each member may lead and
+    # ``--join`` only names a gossip peer.
+    registry_args: tuple[str, ...] = ()
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fk-", dir="/tmp")))
     members: list[Member] = field(default_factory=list)
 
@@ -86,6 +102,7 @@ class Cluster:
             member.machine_id,
             "--metadata",
             member.metadata,
+            *self.registry_args,
         ]
         if join is not None:
             argv += ["--join", join.url]
@@ -168,9 +185,26 @@ class Cluster:
         anyio.run(remove)
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def leader(self) -> Member:
+        """The member whose engine took the latest term, by the members' logs (``... leads the cluster (term N)``)."""
+        terms: list[tuple[int, Member]] = []
+        for member in self.members:
+            for line in member.log.read_text(errors="replace").splitlines():
+                found = _TERM.search(line)
+                if found is not None:
+                    terms.append((int(found["term"]), member))
+        assert terms, f"no member leads\n{self.logs()}"
+        return max(terms, key=lambda term: term[0])[1]
+
     def logs(self) -> str:
         """Every member's log, for a failing assertion's message."""
         return "\n".join(f"--- {m.machine_id[:8]} ---\n{m.log.read_text()[-3000:]}" for m in self.members)
 
     def _env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": self.docker_url}
+
+
+def three(cluster: Cluster) -> None:
+    cluster.add("zone=a,disk=ssd")
+    cluster.add("zone=b,disk=hdd")
+    cluster.add("zone=c,disk=ssd")

@@ -16,24 +16,9 @@ import pytest
 from fleetlet import Client
 from fleetlet.client.records import Event
 from tests.integration.agent_rig import BOUND, free_port, until
-from tests.integration.cluster_rig import Cluster
+from tests.integration.cluster_rig import Cluster, three, unit
 
 pytestmark = pytest.mark.integration
-
-# A container named after its unit and machine: the machines share one engine, and names are engine-wide.
-SLEEPER = """[Service]
-ExecStart=/usr/bin/docker run --rm --init --name %p-%i-%m busybox sleep 1000
-"""
-
-
-def unit(xfleet: str = "") -> str:
-    return SLEEPER + (f"\n[X-Fleet]\n{xfleet}\n" if xfleet else "")
-
-
-def three(cluster: Cluster) -> None:
-    cluster.add("zone=a,disk=ssd")
-    cluster.add("zone=b,disk=hdd")
-    cluster.add("zone=c,disk=ssd")
 
 
 def machines_of(cluster: Cluster, unit_name: str) -> list[str]:

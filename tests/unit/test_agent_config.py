@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from fleetlet.agent.agent import AgentConfig
+from fleetlet.agent.agent import DEFAULT_LEADER_TTL, AgentConfig
 from fleetlet.agent.config import (
     ConfigError,
     MetadataPinned,
@@ -28,6 +28,7 @@ from fleetlet.agent.config import (
 from fleetlet.agent.setting_names import DEFAULT_LISTEN, SETTINGS, variable_name
 from fleetlet.cli.main import main
 from fleetlet.exec.docker_runtime import DEFAULT_HOST
+from fleetlet.registry.etcd_settings import EtcdSettings, parse_etcd_url
 from fleetlet.units.check import load_unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +101,27 @@ LAYERS = [
         Path("/flag.sqlite"), Path("/env.sqlite"), Path("/file.sqlite"), DEFAULT_STATE / "registry.sqlite",
     ),
     Layers(
+        "etcd_cafile", "/flag.ca", "/env.ca", 'etcd_cafile = "/file.ca"',
+        Path("/flag.ca"), Path("/env.ca"), Path("/file.ca"), None,
+    ),
+    Layers(
+        "etcd_certfile", "/flag.crt", "/env.crt", 'etcd_certfile = "/file.crt"',
+        Path("/flag.crt"), Path("/env.crt"), Path("/file.crt"), Path("/base.crt"),
+    ),
+    Layers(
+        "etcd_keyfile", "/flag.key", "/env.key", 'etcd_keyfile = "/file.key"',
+        Path("/flag.key"), Path("/env.key"), Path("/file.key"), Path("/base.key"),
+    ),
+    Layers(
+        "etcd_username", "flag", "env", 'etcd_username = "file"',
+        "flag", "env", "file", "base",
+    ),
+    Layers(
+        "etcd_password_file", "/flag.pw", "/env.pw", 'etcd_password_file = "/file.pw"',
+        Path("/flag.pw"), Path("/env.pw"), Path("/file.pw"), Path("/base.pw"),
+    ),
+    Layers("leader_ttl", "7", "8s", "leader_ttl = 9", 7.0, 8.0, 9.0, DEFAULT_LEADER_TTL),
+    Layers(
         "join", "10.0.0.1:1", "http://10.0.0.2:2,http://10.0.0.3:3", 'join = ["http://10.0.0.4:4"]',
         ("http://10.0.0.1:1",), ("http://10.0.0.2:2", "http://10.0.0.3:3"), ("http://10.0.0.4:4",), (),
     ),
@@ -122,10 +144,27 @@ VIEW: dict[str, Callable[[AgentConfig], object]] = {
     "public_ip": lambda c: c.public_ip,
     "docker_host": lambda c: c.docker_url,
     "registry": lambda c: c.registry_path,
+    "etcd_cafile": lambda c: c.etcd.ca_file if c.etcd else None,
+    "etcd_certfile": lambda c: c.etcd.cert_file if c.etcd else None,
+    "etcd_keyfile": lambda c: c.etcd.key_file if c.etcd else None,
+    "etcd_username": lambda c: c.etcd.username if c.etcd else None,
+    "etcd_password_file": lambda c: c.etcd.password_file if c.etcd else None,
+    "leader_ttl": lambda c: c.leader_ttl,
     "join": lambda c: c.join,
     "advertise": lambda c: c.advertise,
     "cluster_key": lambda c: c.cluster_key,
     "purge": lambda c: c.purge,
+}
+
+
+# The etcd options need an etcd registry, and some their partner: a layer below the three, as a default would be.
+_TLS = parse_etcd_url("etcds://e:2379")
+_BELOW = {
+    "etcd_cafile": Settings(registry=_TLS),
+    "etcd_certfile": Settings(registry=_TLS, etcd_certfile=Path("/base.crt"), etcd_keyfile=Path("/base.key")),
+    "etcd_keyfile": Settings(registry=_TLS, etcd_certfile=Path("/base.crt"), etcd_keyfile=Path("/base.key")),
+    "etcd_username": Settings(registry=_TLS, etcd_username="base", etcd_password_file=Path("/base.pw")),
+    "etcd_password_file": Settings(registry=_TLS, etcd_username="base", etcd_password_file=Path("/base.pw")),
 }
 
 
@@ -144,7 +183,7 @@ def test_flag_beats_environment_beats_file_beats_default(layers: Layers, present
     env = from_environment({variable_name(layers.setting): layers.env} if with_env else {})
     file = file_settings(layers.file if with_file else "")
 
-    config = resolve(merge(flags, env, file))
+    config = resolve(merge(flags, env, file, _BELOW.get(layers.setting, Settings())))
 
     winner = next(
         (
@@ -198,6 +237,66 @@ def test_registry_paths(registry: str, expected: Path) -> None:
     assert resolve(from_flags({"registry": registry})).registry_path == expected
 
 
+@pytest.mark.parametrize(
+    ("url", "endpoints", "prefix"),
+    [
+        ("etcd://10.0.0.1:2379", ("http://10.0.0.1:2379",), "/fleetlet/"),
+        ("etcd://e1,e2:22379", ("http://e1:2379", "http://e2:22379"), "/fleetlet/"),
+        ("etcds://e1:2379/", ("https://e1:2379",), "/fleetlet/"),
+        ("etcd://e1:2379/prod", ("http://e1:2379",), "/prod/"),
+        ("etcd://e1:2379/teams/a/", ("http://e1:2379",), "/teams/a/"),
+        ("etcd://[::1]:2379,[fd00::2]", ("http://[::1]:2379", "http://[fd00::2]:2379"), "/fleetlet/"),
+    ],
+)
+def test_etcd_registry_urls(url: str, endpoints: tuple[str, ...], prefix: str) -> None:
+    config = resolve(from_flags({"registry": url}))
+    assert config.etcd == EtcdSettings(endpoints, prefix)
+
+
+def test_etcd_options_go_with_the_registry() -> None:
+    flags = from_flags(
+        {
+            "registry": "etcds://e1:2379",
+            "etcd_cafile": "/ca.pem",
+            "etcd_certfile": "/c.pem",
+            "etcd_keyfile": "/c.key",
+            "etcd_username": "fleet",
+            "etcd_password_file": "/pw",
+        }
+    )
+    assert resolve(flags).etcd == EtcdSettings(
+        ("https://e1:2379",), "/fleetlet/", Path("/ca.pem"), Path("/c.pem"), Path("/c.key"), "fleet", Path("/pw")
+    )
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        ({"etcd_cafile": "/ca.pem"}, "--etcd-cafile is for an etcd registry (--registry etcd://HOST:PORT)"),
+        (
+            {"registry": "sqlite:r.sqlite", "etcd_username": "u"},
+            "--etcd-username is for an etcd registry (--registry etcd://HOST:PORT)",
+        ),
+        (
+            {"registry": "etcd://e:1", "etcd_cafile": "/ca.pem"},
+            "--registry: etcd://e:1: TLS files given for a plain etcd:// registry (use etcds://)",
+        ),
+        (
+            {"registry": "etcds://e:1", "etcd_certfile": "/c.pem"},
+            "--registry: a client certificate needs its key, and a key its certificate (etcd cert and key files)",
+        ),
+        (
+            {"registry": "etcd://e:1", "etcd_username": "u"},
+            "--registry: etcd authentication needs both a username and a password file",
+        ),
+    ],
+)
+def test_etcd_options_that_cannot_work_are_refused(texts: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve(from_flags(texts))
+    assert str(caught.value) == message
+
+
 def test_ipv6_listen_and_public_ip() -> None:
     config = resolve(from_flags({"listen": "[::1]:8080", "public_ip": "2001:DB8::7"}))
     assert (config.host, config.port, config.public_ip) == ("::1", 8080, "2001:db8::7")
@@ -234,22 +333,34 @@ def test_default_state_dir() -> None:
         ),
         (
             "registry",
-            "etcd://10.0.0.1:2379",
-            "--registry: etcd://10.0.0.1:2379: not supported yet: etcd:// arrives with the etcd registry "
-            "(use sqlite:PATH)",
-        ),
-        (
-            "registry",
             "https://10.0.0.1:2379",
-            "--registry: https://10.0.0.1:2379: not supported yet: etcd:// arrives with the etcd registry "
-            "(use sqlite:PATH)",
+            "--registry: https://10.0.0.1:2379: an etcd registry is etcd://HOST:PORT (etcds:// for TLS)",
         ),
         (
             "registry",
             "postgres://db/fleet",
-            "--registry: postgres://db/fleet: unknown registry 'postgres' (use sqlite:PATH)",
+            "--registry: postgres://db/fleet: unknown registry 'postgres' (use sqlite:PATH or etcd://HOST:PORT)",
         ),
-        ("registry", "/var/lib/r.sqlite", "--registry: expected sqlite:PATH, not '/var/lib/r.sqlite'"),
+        (
+            "registry",
+            "/var/lib/r.sqlite",
+            "--registry: expected sqlite:PATH or etcd://HOST:PORT, not '/var/lib/r.sqlite'",
+        ),
+        (
+            "registry",
+            "etcd://root:secret@10.0.0.1:2379",
+            "--registry: etcd://root:secret@10.0.0.1:2379: put no credentials in the URL "
+            "(use the etcd username and password file settings)",
+        ),
+        (
+            "registry",
+            "etcd://10.0.0.1:99999",
+            "--registry: etcd://10.0.0.1:99999: member '10.0.0.1:99999' has no valid port",
+        ),
+        ("registry", "etcd://a:1,,b:2", "--registry: etcd://a:1,,b:2: malformed member '' (expected HOST:PORT)"),
+        ("registry", "etcd://a:1,a:1", "--registry: etcd://a:1,a:1: a member is listed twice"),
+        ("leader_ttl", "0", "--leader-ttl: expected more than 0 and less than 3600 seconds, not '0'"),
+        ("leader_ttl", "soon", "--leader-ttl: expected a number of seconds, not 'soon'"),
         ("registry", "sqlite:", "--registry: sqlite:: expected sqlite:PATH, the path is missing"),
         (
             "registry",
@@ -291,7 +402,13 @@ def test_environment_errors(variable: str, text: str, message: str) -> None:
         (
             'etcd_servers = "http://127.0.0.1:2379"',
             "fleetlet.toml: unknown setting 'etcd_servers' "
-            "(settings: listen, state_dir, machine_id, metadata, public_ip, docker_host, registry, join, advertise,"
+            "(fleetlet's spelling of fleet's etcd_servers: registry = \"etcd://HOST:PORT,HOST:PORT\")",
+        ),
+        (
+            'zookeeper = "127.0.0.1:2181"',
+            "fleetlet.toml: unknown setting 'zookeeper' "
+            "(settings: listen, state_dir, machine_id, metadata, public_ip, docker_host, registry, etcd_cafile,"
+            " etcd_certfile, etcd_keyfile, etcd_username, etcd_password_file, leader_ttl, join, advertise,"
             " cluster_key, purge)",
         ),
         ("listen = 49153", "fleetlet.toml: listen: expected a string, not an integer"),
@@ -301,10 +418,10 @@ def test_environment_errors(variable: str, text: str, message: str) -> None:
         ("public_ip = 1.5", "fleetlet.toml: public_ip: expected a string, not a float"),
         ("docker_host = true", "fleetlet.toml: docker_host: expected a string, not a boolean"),
         (
-            'registry = "etcd://10.0.0.1:2379"',
-            "fleetlet.toml: registry: etcd://10.0.0.1:2379: not supported yet: etcd:// arrives with the etcd registry "
-            "(use sqlite:PATH)",
+            'registry = "http://10.0.0.1:2379"',
+            "fleetlet.toml: registry: http://10.0.0.1:2379: an etcd registry is etcd://HOST:PORT (etcds:// for TLS)",
         ),
+        ('leader_ttl = "long"', "fleetlet.toml: leader_ttl: expected a number of seconds, not 'long'"),
         ('purge = "yes"', "fleetlet.toml: purge: expected a boolean (true or false), not a string"),
         ("[purge]", "fleetlet.toml: purge: expected a boolean (true or false), not a table"),
         ("metadata = 3", "fleetlet.toml: metadata: expected a string, not an integer"),
@@ -349,6 +466,7 @@ def test_the_example_says_what_its_comments_say() -> None:
         listen=("127.0.0.1", 49153),
         metadata={"group": "hw_webservers"},
         registry=Path("registry.sqlite"),
+        leader_ttl=DEFAULT_LEADER_TTL,
         purge=False,
     )
     # Every value it sets is the default, except the metadata.
@@ -483,9 +601,9 @@ def test_agent_with_a_bad_file_is_one_line_and_exit_1(tmp_path: Path, capsys: py
 def test_agent_with_a_bad_variable_is_one_line_and_exit_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("FLEETLET_REGISTRY", "etcd://10.0.0.1:2379")
+    monkeypatch.setenv("FLEETLET_REGISTRY", "http://10.0.0.1:2379")
     assert main(["agent"]) == 1
     assert capsys.readouterr().err == (
-        "fleetlet agent: FLEETLET_REGISTRY: etcd://10.0.0.1:2379: not supported yet: "
-        "etcd:// arrives with the etcd registry (use sqlite:PATH)\n"
+        "fleetlet agent: FLEETLET_REGISTRY: http://10.0.0.1:2379: an etcd registry is etcd://HOST:PORT "
+        "(etcds:// for TLS)\n"
     )

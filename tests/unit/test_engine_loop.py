@@ -402,3 +402,28 @@ async def test_a_new_term_waits_to_hear_of_the_machines_its_schedule_names(
         placed = await placements(registry)
         assert placed["kept.service"] == B
         assert placed["gone.service"] in (A, B), decisions
+
+
+@pytest.mark.anyio
+async def test_the_grace_runs_from_the_engine_s_start_so_a_later_term_moves_a_dead_machine_s_units_at_once(
+    registry: MemoryRegistry, clock: ManualClock, decisions: list[str]
+) -> None:
+    """On etcd another agent leads first; when this engine takes over, the grace is long past: no hold."""
+    await registry.put_unit("orphan.service", unit(), desired_state="launched")
+    await registry.set_machine("orphan.service", C)  # C was the old leader's machine, and is dead
+    other = await registry.campaign(B, 8.0)  # a term that outlasts this engine's grace
+    assert other is not None
+    engine = Engine(
+        registry, lambda: [MachineSpec(A)], clock, machine_id=A, lease_ttl=TTL, settle=SETTLE, membership_grace=5.0
+    )
+    async with running(engine):
+        assert not engine.leading
+        assert engine.leader == B
+        for _ in range(10):  # B never renews: its term ends, well after the grace
+            clock.advance(1.0)
+            await clock.settle()
+        await settled(clock)
+        assert engine.leading
+        assert engine.leader == A
+        assert await placements(registry) == {"orphan.service": A}, decisions
+        assert not any("waiting up to" in line for line in decisions)
