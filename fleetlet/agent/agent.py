@@ -52,6 +52,7 @@ from fleetlet.exec.engine_events import EngineEvents
 from fleetlet.exec.runtime import RuntimeFailure
 from fleetlet.exec.subprocess_runner import SubprocessRunner
 from fleetlet.registry.errors import RegistryError, RegistryUnavailable
+from fleetlet.registry.etcd import EtcdRegistry
 from fleetlet.registry.etcd_settings import EtcdSettings
 from fleetlet.registry.protocol import Registry
 from fleetlet.registry.remote import RemoteRegistry, locate
@@ -140,6 +141,7 @@ class Agent:
         self._entered = False
         self._advertised = ""  # the URL the other members reach this agent at, once its API listens
         self._remote_registry = ""  # the server's URL, when this agent joined a cluster
+        self._etcd: EtcdRegistry | None = None  # the registry, when it is on etcd: its member directory too
 
     @property
     def machine_id(self) -> str:
@@ -229,7 +231,7 @@ class Agent:
         MachineFeed(hub, machine).start()
         await tg.start(taps.run)
         if gossip is not None:
-            await self._join(gossip)
+            await self._join(gossip, tg)
             await tg.start(gossip.gossiper.run)
         # Before the engine: its first decisions are events, told against what the feed has read.
         await tg.start(RegistryFeed(registry, hub, reasons=placement.reasons).run)
@@ -324,6 +326,7 @@ class Agent:
         try:
             registry = await self._resources.enter_async_context(etcd.registry(self._clock))
             await registry.revision()
+            self._etcd = registry
         except (OSError, ValueError) as exc:
             raise AgentStartupError(f"cannot use the etcd registry {etcd.url}: {exc}") from exc
         except RegistryUnavailable as exc:
@@ -358,18 +361,30 @@ class Agent:
             log.warning("no cluster key: anyone who reaches %s can join the cluster (give --cluster-key FILE)", host)
         return gossip
 
-    async def _join(self, gossip: AgentGossip) -> None:
+    async def _join(self, gossip: AgentGossip, tg: TaskGroup) -> None:
         assert self._address is not None
         self._advertised = self.config.advertise or _url(self.config.host or self._address[0], self._address[1])
         gossip.bind(self._advertised)
-        if not self.config.join:
+        if self._etcd is not None:
+            # Listed before reading the others (etcd_directory says why), who then join through each other.
+            directory = self._etcd.member_directory()
+            await tg.start(directory.run, self.machine_id, self._advertised)
+            try:
+                listed = await directory.addresses()
+            except RegistryError as exc:
+                log.warning("cannot read the members listed in etcd (%s); joining through --join only", exc)
+                listed = {}
+            gossip.gossiper.add_seeds([url for member, url in listed.items() if member != self.machine_id])
+            if not listed.keys() - {self.machine_id} and not self.config.join:
+                return  # the first member on this etcd
+        elif not self.config.join:
             return
         try:
             joined = await gossip.gossiper.join()
         except GossipRefused as exc:
             raise AgentStartupError(f"cannot join the cluster: {exc}") from exc
         if not joined:
-            log.warning("no member of %s answered; joining when one does", ", ".join(self.config.join))
+            log.warning("no member of %s answered; joining when one does", ", ".join(gossip.gossiper.seeds))
 
     async def _shut_down(self, running: _Running) -> None:
         log.info("stopping: %s", "stopping every unit (--purge)" if self.config.purge else "leaving units running")

@@ -158,6 +158,17 @@ class Gossiper:
 
     # --- joining, running, leaving ---------------------------------------------------------------------------------
 
+    @property
+    def seeds(self) -> tuple[str, ...]:
+        """The members to join through that have not answered yet."""
+        return tuple(self._seeds)
+
+    def add_seeds(self, addresses: Sequence[str]) -> None:
+        """More members to join through (found in etcd's member directory, say), after the ones given at start."""
+        for address in addresses:
+            if address != self.record.address and address not in self._seeds:
+                self._seeds.append(address)
+
     async def join(self) -> bool:
         """Exchange with the seeds in turn until one answers; False when none did within ``join_timeout``.
 

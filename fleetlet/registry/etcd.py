@@ -29,6 +29,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from fleetlet.clock import Clock, SystemClock
 from fleetlet.registry.errors import RegistryClosed, RegistryConflict, RegistryError, UnitNotFound
+from fleetlet.registry.etcd_directory import DIRECTORY_TTL, MemberDirectory
 from fleetlet.registry.etcd_gateway import CALL_TIMEOUT, CompactedError, Gateway, Json, KeyValue, header_revision
 from fleetlet.registry.etcd_keyspace import Keyspace, first_kv, fleetlet_revision, kvs
 from fleetlet.registry.etcd_layout import DEFAULT_PREFIX, PLACEMENT_PREFIX, Layout, from_etcd, to_etcd
@@ -90,7 +91,8 @@ class EtcdRegistry:
             raise ValueError("history must keep at least one change")
         self._gateway = Gateway([endpoints] if isinstance(endpoints, str) else endpoints, timeout=timeout)
         self._keys = Keyspace(self._gateway, Layout(prefix))
-        self._leader = LeaderTerms(self._keys, clock or SystemClock(), self._after_write)
+        self._clock = clock or SystemClock()
+        self._leader = LeaderTerms(self._keys, self._clock, self._after_write)
         self._history = history
         # Compact in batches: a compaction per write would double the calls.
         self._compact_every = max(1, (history or 0) // 10)
@@ -249,6 +251,12 @@ class EtcdRegistry:
 
     async def resign(self, record: LeaderRecord) -> None:
         await self._leader.resign(record)
+
+    # --- members (etcd_directory) ----------------------------------------------------------------------------------
+
+    def member_directory(self, *, ttl: float = DIRECTORY_TTL) -> MemberDirectory:
+        """Where agents on this etcd list their addresses, to find each other without ``--join``."""
+        return MemberDirectory(self._keys, self._clock, ttl=ttl)
 
     # --- watching (etcd_watch) -----------------------------------------------------------------------------------
 

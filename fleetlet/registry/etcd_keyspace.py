@@ -54,8 +54,8 @@ class Keyspace:
             body["limit"] = str(limit)
         return await self.gateway.post("/v3/kv/range", body)
 
-    async def put(self, name: str, value: bytes) -> Json:
-        return await self.gateway.post("/v3/kv/put", {**self._key(name), "value": b64(value)})
+    async def put(self, name: str, value: bytes, *, lease: int = 0) -> Json:
+        return await self.gateway.post("/v3/kv/put", self.put_op(name, value, lease=lease)["request_put"])
 
     async def txn(self, compare: list[Json], success: list[Json], failure: list[Json] | None = None) -> Json:
         """``success`` if every ``compare`` holds, else ``failure``: the answer's ``succeeded`` says which ran."""

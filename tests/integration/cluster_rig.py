@@ -72,6 +72,8 @@ class Cluster:
     # Given to every member: ``--registry etcd://...`` puts the cluster on etcd, where each member may lead and
     # ``--join`` only names a gossip peer.
     registry_args: tuple[str, ...] = ()
+    # Whether a new member joins through the server (``--join``); on etcd, members find each other there instead.
+    join_server: bool = True
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fk-", dir="/tmp")))
     members: list[Member] = field(default_factory=list)
 
@@ -85,7 +87,7 @@ class Cluster:
         member = Member(uuid.uuid4().hex, self.root / f"m{n}", free_port(), metadata)
         member.state_dir.mkdir()
         self.members.append(member)
-        via = join or (self.server if n else None)
+        via = join or (self.server if n and self.join_server else None)
         self.start(member, key=key, join=via)
         return member
 

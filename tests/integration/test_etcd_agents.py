@@ -2,7 +2,8 @@
 no unit.
 
 Each test starts etcd members of its own (fresh data, free loopback ports) and agents that all name them with
-``--registry etcd://...``; the first agent started leads (it campaigns first), the others join its gossip. What
+``--registry etcd://...`` and nothing else: they find each other's gossip through etcd's member directory, with no
+``--join``. The first agent started leads (it campaigns first). What
 runs where is read off the Docker engine, as in ``test_cluster_agents``. Waits poll with a bound, never a fixed
 sleep, except where a test checks that nothing changes for a while.
 """
@@ -51,7 +52,7 @@ def etcd(etcd_members: list[EtcdMember]) -> EtcdMember:
 
 @pytest.fixture
 def on_etcd(docker_url: str, etcd: EtcdMember) -> Iterator[Cluster]:
-    rig = Cluster(docker_url, registry_args=_registry_args([etcd]))
+    rig = Cluster(docker_url, registry_args=_registry_args([etcd]), join_server=False)
     try:
         yield rig
     finally:
@@ -181,7 +182,7 @@ def etcd_three(etcd_members: list[EtcdMember]) -> list[EtcdMember]:
 def test_killing_the_etcd_leader_member_stops_no_unit_and_loses_no_acknowledged_write(
     docker_url: str, etcd_three: list[EtcdMember]
 ) -> None:
-    cluster = Cluster(docker_url, registry_args=_registry_args(etcd_three))
+    cluster = Cluster(docker_url, registry_args=_registry_args(etcd_three), join_server=False)
     try:
         cluster.add("zone=a")
         cluster.add("zone=b")
