@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from bench import (
     bench_actors,
+    bench_etcd,
     bench_events,
     bench_gossip,
     bench_list_units,
@@ -21,6 +22,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "registry": bench_registry.main,
     "list_units": bench_list_units.main,
     "scheduler": bench_scheduler.main,
+    "etcd": bench_etcd.main,
     "events": bench_events.main,
     "gossip": bench_gossip.main,
 }
