@@ -44,6 +44,7 @@ DEFAULT_SETTLE = 0.05
 DEFAULT_SETTLE_MAX = 1.0
 RESIGN_TIMEOUT = 5.0
 WATCH_BUFFER = 1024
+PARALLEL_WRITES = 16  # placements a pass writes at once
 
 # on_leadership(machine_id, term, leading): a term (the leader record's revision) started or ended.
 LeadershipListener = Callable[[str, int, bool], None]
@@ -323,25 +324,62 @@ class Engine:
         plan = schedule(snapshot)
         self.passes += 1
         self._report_unplaceable({**plan.unplaceable, **broken})
-        for decision in sorted(plan.decisions, key=_down_before_up):
-            if not self.leading:
-                return 0.0
-            expect = self.mirror.entry_revision(decision.unit)
-            try:
-                if decision.machine is None:
-                    revision = await self._registry.clear_machine(decision.unit, expect_revision=expect)
-                else:
-                    revision = await self._registry.set_machine(decision.unit, decision.machine, expect_revision=expect)
-            except (RegistryConflict, UnitNotFound) as exc:
-                log.info(
-                    "not applying %s %s: %s; reading the schedule and deciding again", decision.kind, decision.unit, exc
-                )
-                self.mirror.reload_schedule(await self._registry.schedule())
-                self._wake.set()
-                return 0.0
-            self.mirror.record_write(decision.unit, decision.machine, revision)
-            log.info("%s", describe(decision))
+        ordered = sorted(plan.decisions, key=_down_before_up)
+        # What takes units off machines goes one write at a time, in order; then the placements, which touch one
+        # unit each and wait for no other, several at a time: a pass after a takeover or a burst of submissions
+        # is mostly placements, and each write is a round trip to etcd (or a commit that the SQLite registry
+        # groups with the others in flight).
+        down = [decision for decision in ordered if decision.kind != "place"]
+        up = [decision for decision in ordered if decision.kind == "place"]
+        written = True
+        for decision in down:
+            written = await self._write(decision)
+            if not written:
+                break
+        if written and up:
+            written = await self._write_concurrently(up)
+        if not written and self.leading:
+            # Another writer got there first: read the schedule as it is, and decide again from it.
+            self.mirror.reload_schedule(await self._registry.schedule())
+            self._wake.set()
         return 0.0
+
+    async def _write_concurrently(self, decisions: Sequence[Decision]) -> bool:
+        """Write ``decisions`` with up to ``PARALLEL_WRITES`` in flight; the first that fails stops the rest."""
+        pending = iter(decisions)
+        failed = False
+
+        async def writer() -> None:
+            nonlocal failed
+            for decision in pending:  # one iterator shared by the writers: each decision is taken once
+                if failed or not await self._write(decision):
+                    failed = True
+                    return
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(PARALLEL_WRITES, len(decisions))):
+                tg.start_soon(writer)
+        return not failed
+
+    async def _write(self, decision: Decision) -> bool:
+        """Write one decision against the entry's revision as last seen; False if it was not (no longer leading,
+        or a conflict)."""
+        if not self.leading:
+            return False
+        expect = self.mirror.entry_revision(decision.unit)
+        try:
+            if decision.machine is None:
+                revision = await self._registry.clear_machine(decision.unit, expect_revision=expect)
+            else:
+                revision = await self._registry.set_machine(decision.unit, decision.machine, expect_revision=expect)
+        except (RegistryConflict, UnitNotFound) as exc:
+            log.info(
+                "not applying %s %s: %s; reading the schedule and deciding again", decision.kind, decision.unit, exc
+            )
+            return False
+        self.mirror.record_write(decision.unit, decision.machine, revision)
+        log.info("%s", describe(decision))
+        return True
 
     def _report_unplaceable(self, reasons: Mapping[str, tuple[str, ...]]) -> None:
         """Keep the latest reasons for the API, and log and tell a unit's reasons when they change (not every pass)."""

@@ -5,6 +5,7 @@ No sleeps: ``clock.settle()`` lets every task run until blocked and ``clock.adva
 
 from __future__ import annotations
 
+import collections
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from fleetlet.clock import ManualClock
 from fleetlet.engine import Engine, MachineSpec
+from fleetlet.engine.engine import PARALLEL_WRITES
 from fleetlet.registry import Change, MemoryRegistry, RegistryError, RevisionCompacted
 from fleetlet.registry.model import LeaderRecord
 from fleetlet.units.model import UnitFile
@@ -427,3 +429,63 @@ async def test_the_grace_runs_from_the_engine_s_start_so_a_later_term_moves_a_de
         assert engine.leader == A
         assert await placements(registry) == {"orphan.service": A}, decisions
         assert not any("waiting up to" in line for line in decisions)
+
+
+class GatedRegistry(MemoryRegistry):
+    """set_machine waits at a gate, so a test sees how many writes the engine has in flight at once."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock)
+        self.gate = anyio.Event()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.conflict_on: str | None = None  # a unit whose write another writer got to first
+
+    async def set_machine(self, unit: str, machine_id: str, *, expect_revision: int | None = None) -> int:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.gate.wait()
+            if unit == self.conflict_on:
+                self.conflict_on = None
+                await super().set_machine(unit, C)  # the other writer's decision: the entry's revision moves on
+            return await super().set_machine(unit, machine_id, expect_revision=expect_revision)
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.mark.anyio
+async def test_a_pass_writes_its_placements_several_at_a_time(clock: ManualClock, decisions: list[str]) -> None:
+    registry = GatedRegistry(clock)
+    for i in range(40):
+        await registry.put_unit(f"u{i:02}.service", unit(), desired_state="launched")
+    engine = engine_for(registry, clock, [MachineSpec(A), MachineSpec(B)])
+    async with running(engine):
+        await clock.settle()
+        assert registry.most_in_flight == PARALLEL_WRITES  # the first pass, all its writers waiting at the gate
+        registry.gate.set()
+        await settled(clock)
+        placed = await placements(registry)
+    assert len(placed) == 40
+    assert sorted(collections.Counter(placed.values()).values()) == [20, 20]
+    assert sum(line.startswith("placed ") for line in decisions) == 40
+
+
+@pytest.mark.anyio
+async def test_a_conflict_among_concurrent_writes_stops_the_pass_and_the_next_decides_from_the_schedule(
+    clock: ManualClock, decisions: list[str]
+) -> None:
+    registry = GatedRegistry(clock)
+    for i in range(40):
+        await registry.put_unit(f"u{i:02}.service", unit(), desired_state="launched")
+    registry.conflict_on = "u05.service"
+    engine = engine_for(registry, clock, [MachineSpec(A), MachineSpec(B), MachineSpec(C)])
+    registry.gate.set()
+    async with running(engine):
+        await settled(clock)
+        await settled(clock)
+        placed = await placements(registry)
+    assert sum("not applying place u05.service" in line for line in decisions) == 1, decisions
+    assert placed["u05.service"] == C  # the other writer's decision stands: it was never overwritten
+    assert len(placed) == 40  # the next pass placed whatever the stopped one left
+    assert engine.passes >= 2
