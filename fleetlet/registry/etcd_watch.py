@@ -11,8 +11,8 @@ A revision older than the history kept raises :class:`RevisionCompacted`: older 
 
 A unit's put carries its text (:mod:`~fleetlet.registry.etcd_texts`): taken from the same etcd message when the
 txn wrote it, else from the cache, else read as of the event's revision; the events of one message are resolved
-together, so a message costs at most one read, and a text etcd no longer keeps at that revision (compacted) is
-RevisionCompacted too.
+together, so a message costs one read at most (a txn of ranges), and a text etcd no longer keeps at that revision
+(compacted) is RevisionCompacted too.
 """
 
 from __future__ import annotations
@@ -99,7 +99,9 @@ async def _stream(
         try:
             found = await texts.for_events(events)
         except CompactedError as exc:
-            raise RevisionCompacted(position.resume_after, from_etcd(exc.compact_revision)) from exc
+            # etcd does not always say where it compacted; it is past this message's first event at least.
+            first = min(from_etcd(kv.mod_revision) for kv, _ in events)
+            raise RevisionCompacted(position.resume_after, max(first, from_etcd(exc.compact_revision))) from exc
         for kv, deleted in events:
             change = keys.layout.change(kv, deleted, found)
             if change is None:
