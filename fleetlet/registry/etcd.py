@@ -2,7 +2,8 @@
 
 The parts, one module each: the wire (:mod:`~fleetlet.registry.etcd_gateway`), where records live and how
 revisions map (:mod:`~fleetlet.registry.etcd_layout`), reads and txns on those keys
-(:mod:`~fleetlet.registry.etcd_keyspace`), the leader's terms on etcd leases (:mod:`~fleetlet.registry.etcd_leader`),
+(:mod:`~fleetlet.registry.etcd_keyspace`), unit texts stored once by hash and collected when unreferenced
+(:mod:`~fleetlet.registry.etcd_texts`), the leader's terms on etcd leases (:mod:`~fleetlet.registry.etcd_leader`),
 and watches (:mod:`~fleetlet.registry.etcd_watch`). This module holds units and the schedule, and the history.
 
 Every write is one etcd txn, so one fleetlet revision however many keys it changes; and every write that depends on
@@ -13,8 +14,6 @@ History: with ``history`` set, the registry compacts etcd to keep that many revi
 and refuses a watch from an older revision with :class:`RevisionCompacted`, as every backend does. On an etcd
 shared with others, or compacted by its own ``--auto-compaction``, pass ``history=None``: etcd's compaction then
 rules, and a watch that etcd refuses as compacted raises RevisionCompacted too.
-
-Not yet (issue 7): unit texts are stored inline in each unit's record, not once by hash.
 """
 
 from __future__ import annotations
@@ -28,12 +27,13 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from fleetlet.clock import Clock, SystemClock
-from fleetlet.registry.errors import RegistryClosed, RegistryConflict, RegistryError, UnitNotFound
+from fleetlet.registry.errors import RegistryClosed, RegistryError, UnitNotFound
 from fleetlet.registry.etcd_directory import DIRECTORY_TTL, MemberDirectory
 from fleetlet.registry.etcd_gateway import CALL_TIMEOUT, CompactedError, Gateway, Json, KeyValue, header_revision
-from fleetlet.registry.etcd_keyspace import Keyspace, first_kv, fleetlet_revision, kvs
-from fleetlet.registry.etcd_layout import DEFAULT_PREFIX, PLACEMENT_PREFIX, Layout, from_etcd, to_etcd
+from fleetlet.registry.etcd_keyspace import Keyspace, fleetlet_revision, kvs
+from fleetlet.registry.etcd_layout import DEFAULT_PREFIX, PLACEMENT_PREFIX, Layout, from_etcd, text_key
 from fleetlet.registry.etcd_leader import LeaderTerms
+from fleetlet.registry.etcd_texts import Texts
 from fleetlet.registry.etcd_watch import PROBE_SECONDS, follow
 from fleetlet.registry.model import (
     SCHEDULE_PREFIX,
@@ -64,11 +64,6 @@ def _placement_key(unit: str) -> str:
     return f"{PLACEMENT_PREFIX}{unit}"
 
 
-def _etcd_mod(revision: int) -> int:
-    """The etcd mod revision a conditional write compares with (0: the key must not exist)."""
-    return to_etcd(revision) if revision else 0
-
-
 class EtcdRegistry:
     """The :class:`~fleetlet.registry.protocol.Registry` on etcd at ``endpoints`` (``http://host:port`` each).
 
@@ -91,6 +86,7 @@ class EtcdRegistry:
             raise ValueError("history must keep at least one change")
         self._gateway = Gateway([endpoints] if isinstance(endpoints, str) else endpoints, timeout=timeout)
         self._keys = Keyspace(self._gateway, Layout(prefix))
+        self._texts = Texts(self._keys)
         self._clock = clock or SystemClock()
         self._leader = LeaderTerms(self._keys, self._clock, self._after_write)
         self._history = history
@@ -125,8 +121,17 @@ class EtcdRegistry:
         return from_etcd(await self._keys.revision())
 
     async def get_unit(self, name: str) -> UnitRecord | None:
-        kv, _ = await self._keys.get(unit_key(name))
-        return self._keys.layout.unit(name, kv) if kv is not None else None
+        layout = self._keys.layout
+        while True:
+            kv, revision = await self._keys.get(unit_key(name))
+            if kv is None:
+                return None
+            hash_ = layout.unit_hash(kv)
+            try:
+                texts = await self._texts.read({hash_: revision})
+            except CompactedError:
+                continue  # compacted since the unit was read: read the unit again, as of now
+            return layout.unit(name, kv, texts[hash_])
 
     async def list_units(self, *, limit: int = DEFAULT_PAGE, after: str | None = None) -> UnitPage:
         if limit < 1:
@@ -134,10 +139,21 @@ class EtcdRegistry:
         start_after = token_name(after)
         layout = self._keys.layout
         start = layout.key(unit_key(start_after)) + b"\0" if start_after is not None else None
-        answer = await self._keys.range_prefix(UNITS_PREFIX, limit=limit, start=start)
-        units = tuple(layout.unit((layout.name(kv.key) or "")[len(UNITS_PREFIX) :], kv) for kv in kvs(answer))
+        while True:
+            answer = await self._keys.range_prefix(UNITS_PREFIX, limit=limit, start=start)
+            found, revision = kvs(answer), header_revision(answer)
+            hashes = [layout.unit_hash(kv) for kv in found]
+            try:  # the page's texts in one txn (or a few, for a large page), as of the page's revision
+                texts = await self._texts.read(dict.fromkeys(hashes, revision))
+            except CompactedError:
+                continue
+            break
+        units = tuple(
+            layout.unit((layout.name(kv.key) or "")[len(UNITS_PREFIX) :], kv, texts[hash_])
+            for kv, hash_ in zip(found, hashes, strict=True)
+        )
         more = bool(answer.get("more")) and bool(units)
-        return UnitPage(units, page_token(units[-1].name) if more else None, from_etcd(header_revision(answer)))
+        return UnitPage(units, page_token(units[-1].name) if more else None, from_etcd(revision))
 
     async def schedule(self) -> ScheduleView:
         return await self._schedule_under(SCHEDULE_PREFIX)
@@ -157,15 +173,24 @@ class EtcdRegistry:
     ) -> int:
         check_desired_state(desired_state)
         text = unit.serialize()
-        key, keys = unit_key(name), self._keys
-        value = keys.layout.unit_value(text, text_hash(text), desired_state)
-        if expect_revision is None:  # the new record does not depend on the old: no read, no compare
-            return await self._written(await keys.put(key, value))
-        compare = [keys.mod_is(key, _etcd_mod(expect_revision))]
-        answer = await keys.txn(compare, [keys.put_op(key, value)], [keys.get_op(key)])
-        if not answer.get("succeeded"):
-            raise RegistryConflict(key, expect_revision, fleetlet_revision(first_kv(answer, 0)))
-        return await self._written(answer)
+        hash_, key, keys = text_hash(text), unit_key(name), self._keys
+        value = keys.layout.unit_value(hash_, desired_state)
+        while True:
+            # Read even when unconditional: the old record names the text to release.
+            old, stored = await keys.read(key, text_key(hash_))
+            check_conflict(key, expect_revision, fleetlet_revision(old))
+            old_hash = keys.layout.unit_hash(old) if old is not None else None
+            compare = [keys.mod_is(key, old.mod_revision if old else 0)]
+            ops: list[Json] = []
+            if old_hash != hash_:  # the same text again: the unit's reference, hence the text, stays as it is
+                text_compare, ops = self._texts.reference(name, hash_, text, stored=stored is not None)
+                compare += text_compare
+                if old_hash is not None:
+                    ops += self._texts.release(name, old_hash)
+            answer = await keys.txn(compare, [*ops, keys.put_op(key, value)])
+            if answer.get("succeeded"):
+                self._texts.remember(hash_, text)
+                return await self._written(answer)
 
     async def set_desired_state(self, name: str, state: DesiredState, *, expect_revision: int | None = None) -> int:
         check_desired_state(state)
@@ -175,8 +200,7 @@ class EtcdRegistry:
             check_conflict(key, expect_revision, fleetlet_revision(kv))
             if kv is None:
                 raise UnitNotFound(name)
-            record = keys.layout.unit(name, kv)
-            value = keys.layout.unit_value(record.text, record.hash, state)
+            value = keys.layout.unit_value(keys.layout.unit_hash(kv), state)  # the same text, hence reference
             answer = await keys.txn([keys.mod_is(key, kv.mod_revision)], [keys.put_op(key, value)])
             if answer.get("succeeded"):
                 return await self._written(answer)
@@ -192,6 +216,7 @@ class EtcdRegistry:
             ops = [keys.delete_op(key)]
             if placed is not None:
                 ops += [keys.delete_op(schedule_key(_machine(placed), name)), keys.delete_op(_placement_key(name))]
+            ops += self._texts.release(name, keys.layout.unit_hash(kv))
             compare = [
                 keys.mod_is(key, kv.mod_revision),
                 keys.mod_is(_placement_key(name), placed.mod_revision if placed else 0),
@@ -270,7 +295,9 @@ class EtcdRegistry:
                     if self._gateway.closed:
                         scope.cancel()
                     position = Position(from_revision)
-                    await follow(self._keys, position, prefix, sink, history=self._history, probe=self._watch_probe)
+                    await follow(
+                        self._keys, self._texts, position, prefix, sink, history=self._history, probe=self._watch_probe
+                    )
                 finally:
                     self._watches.discard(scope)
             if self._gateway.closed:

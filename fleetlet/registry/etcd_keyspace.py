@@ -70,6 +70,17 @@ class Keyspace:
         """The key was last written at ``etcd_revision`` (0: it does not exist)."""
         return {**self._key(name), "target": "MOD", "result": "EQUAL", "mod_revision": str(etcd_revision)}
 
+    def exists(self, name: str) -> Json:
+        """The key exists (its version, the count of writes since it was created, is above 0)."""
+        return {**self._key(name), "target": "VERSION", "result": "GREATER", "version": "0"}
+
+    @staticmethod
+    def range_empty(start: bytes, end: bytes) -> Json:
+        """No key in [``start``, ``end``) (etcd keys, not names): a compare over a range holds for every key in
+        it, and on an empty range is evaluated against an absent key, whose create revision is 0. Since every
+        existing key has a create revision above 0, this holds exactly when the range is empty."""
+        return {"key": b64(start), "range_end": b64(end), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+
     def created_at(self, name: str, etcd_revision: int) -> Json:
         """The key is the one created at ``etcd_revision``: not deleted and created again since."""
         return {**self._key(name), "target": "CREATE", "result": "EQUAL", "create_revision": str(etcd_revision)}
@@ -83,8 +94,18 @@ class Keyspace:
     def delete_op(self, name: str) -> Json:
         return {"request_delete_range": self._key(name)}
 
-    def get_op(self, name: str) -> Json:
-        return {"request_range": self._key(name)}
+    def get_op(self, name: str, *, etcd_revision: int = 0) -> Json:
+        """A range of one key, as of ``etcd_revision`` if given (0: the txn's own revision)."""
+        get: Json = self._key(name)
+        if etcd_revision:
+            get["revision"] = str(etcd_revision)
+        return {"request_range": get}
+
+    @staticmethod
+    def txn_op(compare: list[Json], success: list[Json]) -> Json:
+        """A nested txn: ``success`` runs if every ``compare`` holds, and the enclosing txn runs either way.
+        etcd evaluates its compares with the enclosing txn's, against the state before any of its operations."""
+        return {"request_txn": {"compare": compare, "success": success}}
 
     def _key(self, name: str) -> Json:
         return {"key": b64(self.layout.key(name))}

@@ -1,16 +1,27 @@
 """How the etcd registry lays fleetlet's records out in etcd: keys under a prefix, values, revisions.
 
-Under the prefix (default ``/fleetlet/``), the keys of :mod:`fleetlet.registry.model` plus one index::
+Under the prefix (default ``/fleetlet/``), the keys of :mod:`fleetlet.registry.model` plus internal ones::
 
-    units/<name>                  {"text", "hash", "desiredState"}   the unit as submitted (text inline, for now)
+    units/<name>                  {"hash", "desiredState"}           the unit as submitted; its text is texts/<hash>
+    texts/<hash>                  <the text, UTF-8>                  a unit text, stored once however many units
+                                                                     (template instances, resubmits) share it
+    textrefs/<hash>/<unit>        (empty)                            the reference index: one key per unit whose
+                                                                     text it is, written and deleted in the same
+                                                                     txn as the unit; a text goes in the txn that
+                                                                     deletes its last reference (see etcd_texts)
     schedule/<machine>/<unit>     {"unit", "machineId"}              the leader's decision; one prefix per machine
     placement/<unit>              <machine id>                       where the unit is placed: an index, so that
                                                                      moving or deleting a unit finds its entry in
                                                                      one read; written in the same txn as the entry
     leader                        {"machineId", "expiresAt", "lease", "ttl"}   attached to the etcd lease
+    members/<machine>             {"address"}                        an agent's API address, on a lease it keeps
+                                                                     alive: how agents on etcd find each other's
+                                                                     gossip (see etcd_directory)
 
 A record's revision is its key's mod revision, so values never hold one (a write cannot know its own revision
-before etcd assigns it). ``placement/`` keys are internal: watches do not report them.
+before etcd assigns it). ``texts/``, ``textrefs/``, ``placement/`` and ``members/`` keys are internal: watches do not report
+them, and a unit's change carries its text as every read of a unit does. ``<hash>`` is the SHA1 of the text
+(:func:`~fleetlet.registry.model.text_hash`), so a text's key names its content and never changes value.
 
 Revisions: etcd starts a new cluster at revision 1, and its first write makes 2. fleetlet's revision is etcd's
 minus one, so an empty registry is at 0 and its first write is 1, as on every backend. The count is dense only on
@@ -20,12 +31,20 @@ strictly increasing, just not consecutive.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from fleetlet.registry.codec import RegistryProtocolError, decode_entry, decode_leader, decode_unit, json_int
+from fleetlet.registry.codec import (
+    RegistryProtocolError,
+    decode_entry,
+    decode_leader,
+    decode_unit,
+    json_int,
+    json_str,
+)
 from fleetlet.registry.etcd_gateway import KeyValue, prefix_end
 from fleetlet.registry.model import (
     LEADER_KEY,
@@ -36,10 +55,26 @@ from fleetlet.registry.model import (
     ScheduleEntry,
     UnitRecord,
     Value,
+    text_hash,
 )
 
 DEFAULT_PREFIX = "/fleetlet/"
 PLACEMENT_PREFIX = "placement/"
+TEXTS_PREFIX = "texts/"
+TEXTREFS_PREFIX = "textrefs/"
+
+
+def text_key(hash_: str) -> str:
+    return f"{TEXTS_PREFIX}{hash_}"
+
+
+def refs_prefix(hash_: str) -> str:
+    """The prefix of a text's references: one key per unit whose text it is."""
+    return f"{TEXTREFS_PREFIX}{hash_}/"
+
+
+def ref_key(hash_: str, unit: str) -> str:
+    return f"{refs_prefix(hash_)}{unit}"
 
 
 def to_etcd(revision: int) -> int:
@@ -82,8 +117,8 @@ class Layout:
     # --- values --------------------------------------------------------------------------------------------------
 
     @staticmethod
-    def unit_value(text: str, hash_: str, desired_state: str) -> bytes:
-        return orjson.dumps({"text": text, "hash": hash_, "desiredState": desired_state})
+    def unit_value(hash_: str, desired_state: str) -> bytes:
+        return orjson.dumps({"hash": hash_, "desiredState": desired_state})
 
     @staticmethod
     def entry_value(unit: str, machine_id: str) -> bytes:
@@ -94,8 +129,26 @@ class Layout:
         return orjson.dumps({"machineId": machine_id, "expiresAt": expires_at, "lease": str(lease), "ttl": ttl})
 
     @staticmethod
-    def unit(name: str, kv: KeyValue) -> UnitRecord:
-        return decode_unit({**_object(kv), "name": name, "revision": from_etcd(kv.mod_revision)})
+    def unit_hash(kv: KeyValue) -> str:
+        """The hash of the text a unit's record names: the key of that text."""
+        return json_str(_object(kv), "hash")
+
+    @staticmethod
+    def unit(name: str, kv: KeyValue, text: str) -> UnitRecord:
+        """A unit's record, with its text (read from ``texts/<hash>``, or known by hash already)."""
+        return decode_unit({**_object(kv), "text": text, "name": name, "revision": from_etcd(kv.mod_revision)})
+
+    @staticmethod
+    def text(kv: KeyValue, hash_: str) -> str:
+        """A text key's value, checked against the hash that named it: a text is trusted by its hash everywhere
+        (the caches keep it by hash), so one that does not match is refused here rather than served."""
+        try:
+            text = kv.value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RegistryProtocolError(f"{kv.key!r} in etcd is not UTF-8") from exc
+        if text_hash(text) != hash_:
+            raise RegistryProtocolError(f"{kv.key!r} in etcd does not hold the text of hash {hash_}")
+        return text
 
     @staticmethod
     def entry(kv: KeyValue) -> ScheduleEntry:
@@ -113,8 +166,9 @@ class Layout:
             raise RegistryProtocolError(f"leader record: lease {fields.get('lease')!r} is not an integer") from exc
         return LeaderValue(record, lease, json_int(fields, "ttl"))
 
-    def change(self, kv: KeyValue, deleted: bool) -> Change | None:
-        """A watch event as a registry change; None for internal keys (``placement/``) and keys not fleetlet's."""
+    def change(self, kv: KeyValue, deleted: bool, texts: Mapping[str, str]) -> Change | None:
+        """A watch event as a registry change; None for internal keys (``texts/``, ``textrefs/``, ``placement/``)
+        and keys not fleetlet's. ``texts`` holds, by hash, the text of every unit the event may put."""
         name = self.name(kv.key)
         if name is None or not (name.startswith((UNITS_PREFIX, SCHEDULE_PREFIX)) or name == LEADER_KEY):
             return None
@@ -123,7 +177,10 @@ class Layout:
             return Change(revision, "delete", name, None)
         value: Value
         if name.startswith(UNITS_PREFIX):
-            value = self.unit(name[len(UNITS_PREFIX) :], kv)
+            hash_ = self.unit_hash(kv)
+            if hash_ not in texts:
+                raise RegistryProtocolError(f"{name} names text {hash_}, which was not read")
+            value = self.unit(name[len(UNITS_PREFIX) :], kv, texts[hash_])
         elif name.startswith(SCHEDULE_PREFIX):
             value = self.entry(kv)
         else:

@@ -8,6 +8,11 @@ from a member that is gone or cut off from its cluster: beside each stream a pro
 
 A revision older than the history kept raises :class:`RevisionCompacted`: older than the registry's own
 ``history`` (checked at each connection, as the other backends check), or than what etcd has compacted.
+
+A unit's put carries its text (:mod:`~fleetlet.registry.etcd_texts`): taken from the same etcd message when the
+txn wrote it, else from the cache, else read as of the event's revision; the events of one message are resolved
+together, so a message costs one read at most (a txn of ranges), and a text etcd no longer keeps at that revision
+(compacted) is RevisionCompacted too.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from fleetlet.registry.errors import RegistryError, RegistryUnavailable, Revisio
 from fleetlet.registry.etcd_gateway import CompactedError, Json, b64, key_value, number
 from fleetlet.registry.etcd_keyspace import Keyspace
 from fleetlet.registry.etcd_layout import from_etcd, to_etcd
+from fleetlet.registry.etcd_texts import Texts
 from fleetlet.registry.model import Change
 from fleetlet.registry.watch import Position
 
@@ -33,6 +39,7 @@ PROBE_SECONDS = 5.0
 
 async def follow(
     keys: Keyspace,
+    texts: Texts,
     position: Position,
     prefix: str,
     sink: MemoryObjectSendStream[Change],
@@ -44,7 +51,7 @@ async def follow(
     failures = 0
     while True:
         try:
-            await _stream(keys, position, prefix, sink, history, probe)
+            await _stream(keys, texts, position, prefix, sink, history, probe)
             failures = 0  # etcd ended the stream (a member shutting down): reconnect at once
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return  # the receiver closed its end
@@ -57,6 +64,7 @@ async def follow(
 
 async def _stream(
     keys: Keyspace,
+    texts: Texts,
     position: Position,
     prefix: str,
     sink: MemoryObjectSendStream[Change],
@@ -87,8 +95,15 @@ async def _stream(
                 raise RevisionCompacted(after, from_etcd(compact))
             reason = message.get("cancel_reason", "")
             raise RegistryUnavailable(keys.gateway.url, f"etcd cancelled the watch: {reason}")
-        for event in message.get("events", ()):
-            change = keys.layout.change(key_value(event.get("kv", {})), event.get("type") == "DELETE")
+        events = [(key_value(e.get("kv", {})), e.get("type") == "DELETE") for e in message.get("events", ())]
+        try:
+            found = await texts.for_events(events)
+        except CompactedError as exc:
+            # etcd does not always say where it compacted; it is past this message's first event at least.
+            first = min(from_etcd(kv.mod_revision) for kv, _ in events)
+            raise RevisionCompacted(position.resume_after, max(first, from_etcd(exc.compact_revision))) from exc
+        for kv, deleted in events:
+            change = keys.layout.change(kv, deleted, found)
             if change is None:
                 continue  # an internal key
             if to_skip and change.revision == interrupted:

@@ -23,6 +23,7 @@ from fleetlet.exec.docker_runtime import DEFAULT_HOST, DockerRuntime
 from fleetlet.exec.runtime import NoSuchContainer, RuntimeFailure
 from tests.integration.agent_rig import Agents
 from tests.integration.cluster_rig import Cluster
+from tests.integration.etcd_rig import EtcdMember, etcd_binary
 from tests.runtime_contract import Harness
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +65,26 @@ def docker_url() -> str:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def etcd_members() -> Iterator[list[EtcdMember]]:
+    """Every member a test starts; killed at teardown, whatever happened."""
+    members: list[EtcdMember] = []
+    try:
+        yield members
+    finally:
+        for member in members:
+            member.kill()
+
+
+@pytest.fixture
+async def member(etcd_members: list[EtcdMember]) -> EtcdMember:
+    """One etcd member of the test's own, serving."""
+    started = EtcdMember(etcd_binary())
+    etcd_members.append(started)
+    await started.start()
+    return started
 
 
 @pytest.fixture

@@ -1,12 +1,11 @@
 """The registry contract on EtcdRegistry, each registry on a real etcd member of its own; and what only etcd has.
 
 Every ``registry_factory`` call starts a fresh single-member etcd (revisions from 1) that closing the registry
-kills; the fixture kills whatever is left, so a failing test leaves no etcd behind.
+kills; the ``etcd_members`` fixture (conftest) kills whatever is left, so a failing test leaves no etcd behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Self
 
 import anyio
@@ -43,17 +42,6 @@ class SpawnedEtcdRegistry(EtcdRegistry):
 
 
 @pytest.fixture
-def etcd_members() -> Iterator[list[EtcdMember]]:
-    """Every member a test starts; killed at teardown, whatever happened."""
-    members: list[EtcdMember] = []
-    try:
-        yield members
-    finally:
-        for member in members:
-            member.kill()
-
-
-@pytest.fixture
 def registry_factory(etcd_members: list[EtcdMember]) -> RegistryFactory:
     binary = etcd_binary()
 
@@ -73,14 +61,6 @@ def test_etcd_registry_is_a_registry() -> None:
     """Checked by mypy: the class satisfies the Registry protocol (constructing it connects to nothing)."""
     registry: Registry = EtcdRegistry("http://127.0.0.1:1")
     assert registry is not None
-
-
-@pytest.fixture
-async def member(etcd_members: list[EtcdMember]) -> EtcdMember:
-    started = EtcdMember(etcd_binary())
-    etcd_members.append(started)
-    await started.start()
-    return started
 
 
 @pytest.mark.anyio
