@@ -215,7 +215,7 @@ class Gateway:
             try:
                 await self._request(path, body, handle, limits, None)
             except TokenRefused as exc:
-                reason = "it requires authentication: give the registry a user name and password"
+                reason = "authentication is on; give the registry a user name and password"
                 raise RegistryAuthError(exc.endpoint, None, reason) from exc
             return
         epoch, token = await self._tokens.current()

@@ -176,7 +176,9 @@ async def test_no_credentials_on_a_cluster_with_authentication_is_a_registry_aut
     auth_member: EtcdMember,
 ) -> None:
     async with EtcdRegistry(auth_member.url) as registry:
-        with pytest.raises(RegistryAuthError, match="requires authentication: give the registry a user name"):
+        with pytest.raises(
+            RegistryAuthError, match="without a user name: authentication is on; give the registry a user name"
+        ):
             await registry.put_unit("a.service", unit())
         send, unused = anyio.create_memory_object_stream[Change](10)
         with unused, pytest.raises(RegistryAuthError), anyio.fail_after(GUARD):
