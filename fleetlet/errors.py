@@ -16,7 +16,9 @@ catch one type. The tree grows with the packages that need it::
     │   ├── RegistryConflict   a conditional write lost (.key, .expected, .actual); LeadershipLost below it
     │   ├── RevisionCompacted  a watch asked for history no longer kept: re-read
     │   ├── UnitNotFound
-    │   └── RegistryClosed
+    │   ├── RegistryClosed
+    │   ├── RegistryUnavailable
+    │   └── RegistryAuthError  etcd refused the registry's user/password
     ├── APIError               an API request refused, with its HTTP .status (fleetlet.api.errors)
     ├── ClientError            a client call failed (fleetlet.client: unreachable, refused, not found, conflict)
     ├── AgentStartupError      an agent cannot start: one line saying why (fleetlet.agent.agent)

@@ -8,6 +8,7 @@ aiohttp. Errors: see :mod:`fleetlet.registry.errors`.
 
 from fleetlet.registry.errors import (
     LeadershipLost,
+    RegistryAuthError,
     RegistryClosed,
     RegistryConflict,
     RegistryError,
@@ -45,6 +46,7 @@ __all__ = [
     "LeadershipLost",
     "MemoryRegistry",
     "Registry",
+    "RegistryAuthError",
     "RegistryClosed",
     "RegistryConflict",
     "RegistryError",

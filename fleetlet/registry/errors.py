@@ -9,7 +9,8 @@ They extend the tree drawn in :mod:`fleetlet.errors`::
         ├── RevisionCompacted    a watch asked for changes older than the kept history: .requested, .compacted
         ├── UnitNotFound         .unit
         ├── RegistryClosed       the registry was closed
-        └── RegistryUnavailable  the remote registry cannot be reached: .url, .reason
+        ├── RegistryUnavailable  the remote registry cannot be reached: .url, .reason
+        └── RegistryAuthError    etcd refused the registry's user (wrong password, no such user): .url, .user
 
 They live beside the port that raises them, as the runtime's errors do.
 """
@@ -74,3 +75,16 @@ class RegistryUnavailable(RegistryError):
         self.url = url
         self.reason = reason
         super().__init__(f"the cluster's registry at {url} cannot be reached: {reason}")
+
+
+class RegistryAuthError(RegistryError):
+    """etcd refused the user the registry authenticates as: a wrong password, an unknown user, or none given.
+
+    Not :class:`RegistryUnavailable`: trying again later does not help, the settings must change.
+    """
+
+    def __init__(self, url: str, user: str | None, reason: str) -> None:
+        self.url = url
+        self.user = user
+        who = f"user {user!r}" if user is not None else "a client without a user name"
+        super().__init__(f"etcd at {url} refused {who}: {reason}")

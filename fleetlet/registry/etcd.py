@@ -1,7 +1,8 @@
 """The etcd backend: the Registry port on an etcd v3 cluster, through its JSON gateway (no gRPC dependency).
 
-The parts, one module each: the wire (:mod:`~fleetlet.registry.etcd_gateway`), where records live and how
-revisions map (:mod:`~fleetlet.registry.etcd_layout`), reads and txns on those keys
+The parts, one module each: the wire (:mod:`~fleetlet.registry.etcd_gateway`; its TLS context in
+:mod:`~fleetlet.registry.etcd_tls`, its authentication tokens in :mod:`~fleetlet.registry.etcd_auth`), where records
+live and how revisions map (:mod:`~fleetlet.registry.etcd_layout`), reads and txns on those keys
 (:mod:`~fleetlet.registry.etcd_keyspace`), unit texts stored once by hash and collected when unreferenced
 (:mod:`~fleetlet.registry.etcd_texts`), the leader's terms on etcd leases (:mod:`~fleetlet.registry.etcd_leader`),
 and watches (:mod:`~fleetlet.registry.etcd_watch`). This module holds units and the schedule, and the history.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -65,11 +67,17 @@ def _placement_key(unit: str) -> str:
 
 
 class EtcdRegistry:
-    """The :class:`~fleetlet.registry.protocol.Registry` on etcd at ``endpoints`` (``http://host:port`` each).
+    """The :class:`~fleetlet.registry.protocol.Registry` on etcd at ``endpoints`` (``http://host:port`` or
+    ``https://host:port`` each).
 
     ``prefix`` is where the registry's keys live (default ``/fleetlet/``); ``history`` how many revisions it keeps
     for watches (None: leave compaction to etcd); ``clock`` times the leader's terms; ``watch_probe`` is how often
     a watch checks that its member still answers. Use it as ``async with``.
+
+    TLS, for https endpoints: ``ca_file`` is the CA to trust (default: the system's trust store); ``cert_file`` and
+    ``key_file`` a client certificate, for etcd's ``--client-cert-auth``. Authentication: ``username`` and
+    ``password`` (a wrong one raises :class:`~fleetlet.registry.errors.RegistryAuthError` at the first call). A TLS
+    file that cannot be used, or half the credentials, raise :class:`ValueError` here.
     """
 
     def __init__(
@@ -81,10 +89,23 @@ class EtcdRegistry:
         history: int | None = DEFAULT_HISTORY,
         timeout: float = CALL_TIMEOUT,
         watch_probe: float = PROBE_SECONDS,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if history is not None and history < 1:
             raise ValueError("history must keep at least one change")
-        self._gateway = Gateway([endpoints] if isinstance(endpoints, str) else endpoints, timeout=timeout)
+        self._gateway = Gateway(
+            [endpoints] if isinstance(endpoints, str) else endpoints,
+            timeout=timeout,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            username=username,
+            password=password,
+        )
         self._keys = Keyspace(self._gateway, Layout(prefix))
         self._texts = Texts(self._keys)
         self._clock = clock or SystemClock()

@@ -19,8 +19,8 @@ Under the prefix (default ``/fleetlet/``), the keys of :mod:`fleetlet.registry.m
                                                                      gossip (see etcd_directory)
 
 A record's revision is its key's mod revision, so values never hold one (a write cannot know its own revision
-before etcd assigns it). ``texts/``, ``textrefs/``, ``placement/`` and ``members/`` keys are internal: watches do not report
-them, and a unit's change carries its text as every read of a unit does. ``<hash>`` is the SHA1 of the text
+before etcd assigns it). ``texts/``, ``textrefs/``, ``placement/`` and ``members/`` keys are internal: watches do
+not report them, and a unit's change carries its text as every read of a unit does. ``<hash>`` is the SHA1 of the text
 (:func:`~fleetlet.registry.model.text_hash`), so a text's key names its content and never changes value.
 
 Revisions: etcd starts a new cluster at revision 1, and its first write makes 2. fleetlet's revision is etcd's

@@ -80,9 +80,16 @@ class EtcdSettings:
 
     def registry(self, clock: Clock) -> EtcdRegistry:
         """The etcd registry these settings describe, not yet connected (enter it with ``async with``)."""
-        if self.tls or self.username is not None:
-            raise ValueError(f"{self.url}: TLS and authentication are not supported yet")
-        return EtcdRegistry(self.endpoints, clock=clock, prefix=self.prefix)
+        return EtcdRegistry(
+            self.endpoints,
+            clock=clock,
+            prefix=self.prefix,
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            username=self.username,
+            password=self.password(),
+        )
 
 
 def is_etcd_url(text: str) -> bool:

@@ -3,6 +3,9 @@
 A fresh member starts at revision 1 in well under a second, so each registry under test gets an etcd of its own
 and fleetlet's revisions start at 1 as the registry contract expects. The binary is ``FLEETLET_ETCD_BIN`` (written
 to .services.env by ``make services``), else ``etcd`` on the PATH.
+
+A member may serve its clients over TLS (certificates from :mod:`tests.integration.etcd_pki`), and may require
+client certificates; :func:`enable_auth` turns on etcd's user/password authentication through the gateway.
 """
 
 from __future__ import annotations
@@ -13,13 +16,18 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anyio
 import pytest
+
+from fleetlet.registry.etcd_gateway import b64, prefix_end
+from tests.integration.etcd_pki import Pki
 
 ROOT = Path(__file__).resolve().parents[2]
 # Data on tmpfs when there is one: etcd fsyncs every write, and the contract suite writes thousands.
@@ -57,13 +65,20 @@ def _free_port() -> int:
 
 class EtcdMember:
     """One etcd member, by default a cluster of its own; :meth:`start` returns once it serves, :meth:`kill` is
-    synchronous. Members of a larger cluster come from :func:`etcd_cluster`."""
+    synchronous. Members of a larger cluster come from :func:`etcd_cluster`.
 
-    def __init__(self, binary: str, name: str = "test") -> None:
+    With ``pki``, clients connect over TLS (``https://``), and with ``client_cert_auth`` they must present a
+    certificate signed by the test CA. Peers speak plain http either way: only the client side is under test."""
+
+    def __init__(
+        self, binary: str, name: str = "test", *, pki: Pki | None = None, client_cert_auth: bool = False
+    ) -> None:
         self.binary = binary
         self.name = name
+        self.pki = pki
+        self.client_cert_auth = client_cert_auth
         self.root = Path(tempfile.mkdtemp(prefix="fleetlet-etcd-", dir=_SCRATCH))
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"{'https' if pki else 'http'}://127.0.0.1:{_free_port()}"
         self.peer_url = f"http://127.0.0.1:{_free_port()}"
         self.initial_cluster = f"{name}={self.peer_url}"
         self._process: subprocess.Popen[bytes] | None = None
@@ -76,7 +91,27 @@ class EtcdMember:
             *("--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url),
             *("--initial-cluster", self.initial_cluster),
             *("--logger", "zap", "--log-level", "warn"),
+            *self._tls_argv(),
         ]
+
+    def _tls_argv(self) -> list[str]:
+        if self.pki is None:
+            return []
+        argv = ["--cert-file", str(self.pki.server_cert), "--key-file", str(self.pki.server_key)]
+        if self.client_cert_auth:
+            argv += ["--trusted-ca-file", str(self.pki.ca), "--client-cert-auth"]
+        return argv
+
+    def client_ssl(self) -> ssl.SSLContext | None:
+        """What the rig itself connects with: the test CA, and the client certificate."""
+        if self.pki is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.pki.ca))
+        context.load_cert_chain(str(self.pki.client_cert), str(self.pki.client_key))
+        return context
+
+    def session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.client_ssl() or True))
 
     def spawn(self) -> subprocess.Popen[bytes]:
         """Start etcd (on the same data and ports as before, after a :meth:`stop`). Popen rather than anyio's
@@ -94,17 +129,19 @@ class EtcdMember:
         await self.until_serving(within=within)
 
     async def until_serving(self, *, within: float = 20) -> None:
-        """Return once a linearizable read succeeds: the member is up and its cluster has a leader."""
+        """Return once a linearizable read succeeds: the member is up and its cluster has a leader. (With
+        authentication on, the read is refused for want of a user, which etcd checks after the read's wait for the
+        leader: that answer does too.)"""
         process = self._process
         assert process is not None, "not started"
         with anyio.fail_after(within):
-            async with aiohttp.ClientSession() as session:
+            async with self.session() as session:
                 while True:
                     if process.poll() is not None:
                         raise RuntimeError(f"etcd exited with {process.returncode}:\n{self.log_tail()}")
                     with contextlib.suppress(aiohttp.ClientError, OSError):
                         async with session.post(f"{self.url}/v3/kv/range", json={"key": "AA=="}) as response:
-                            if response.status == 200:
+                            if response.status == 200 or b"user name is empty" in await response.read():
                                 return
                     await anyio.sleep(0.02)  # a poll interval, not a wait for something to happen
 
@@ -152,3 +189,37 @@ async def etcd_cluster(binary: str, size: int, into: list[EtcdMember]) -> list[E
     for member in members:
         await member.until_serving()
     return members
+
+
+async def gateway_call(member: EtcdMember, path: str, body: dict[str, Any], *, token: str | None = None) -> Any:
+    """One call to the member's gateway, as an administrator would make it; RuntimeError if etcd refuses."""
+    headers = {"Authorization": token} if token is not None else {}
+    async with member.session() as session, session.post(f"{member.url}{path}", json=body, headers=headers) as answer:
+        data = await answer.json(content_type=None)
+        if answer.status != 200 or "error" in data:
+            raise RuntimeError(f"etcd refused {path}: {data}")
+        return data
+
+
+async def enable_auth(
+    member: EtcdMember, root_password: str, users: dict[str, str], prefix: str = "/fleetlet/"
+) -> None:
+    """Authentication on: a ``root`` user, and each of ``users`` (name: password) with read and write on ``prefix``
+    only, as an operator would give an agent."""
+    await gateway_call(member, "/v3/auth/user/add", {"name": "root", "password": root_password})
+    await gateway_call(member, "/v3/auth/user/grant", {"user": "root", "role": "root"})
+    key = prefix.encode()
+    permission = {"permType": "READWRITE", "key": b64(key), "range_end": b64(prefix_end(key))}
+    await gateway_call(member, "/v3/auth/role/add", {"name": "fleetlet"})
+    await gateway_call(member, "/v3/auth/role/grant", {"name": "fleetlet", "perm": permission})
+    for name, password in users.items():
+        await gateway_call(member, "/v3/auth/user/add", {"name": name, "password": password})
+        await gateway_call(member, "/v3/auth/user/grant", {"user": name, "role": "fleetlet"})
+    await gateway_call(member, "/v3/auth/enable", {})
+
+
+async def drop_tokens(member: EtcdMember, root_password: str) -> None:
+    """Make etcd forget every token it issued: authentication off and on again, as root."""
+    answer = await gateway_call(member, "/v3/auth/authenticate", {"name": "root", "password": root_password})
+    await gateway_call(member, "/v3/auth/disable", {}, token=answer["token"])
+    await gateway_call(member, "/v3/auth/enable", {})
