@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import anyio
@@ -19,7 +20,8 @@ import pytest
 
 from tests.integration.agent_rig import BOUND, until
 from tests.integration.cluster_rig import Cluster, Member, three, unit
-from tests.integration.etcd_rig import EtcdMember, etcd_binary, etcd_cluster
+from tests.integration.etcd_pki import make_pki
+from tests.integration.etcd_rig import EtcdMember, enable_auth, etcd_binary, etcd_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +226,38 @@ async def _etcd_leader(members: list[EtcdMember]) -> EtcdMember:
             if status["header"]["member_id"] == status["leader"]:
                 return member
     raise AssertionError("no etcd member says it leads")
+
+
+def test_agents_on_etcd_over_tls_with_a_password_and_a_wrong_password_refused_in_one_line(
+    docker_url: str, etcd_members: list[EtcdMember], tmp_path: Path
+) -> None:
+    pki = make_pki(tmp_path)
+    member = EtcdMember(etcd_binary(), pki=pki)
+    etcd_members.append(member)
+
+    async def secured() -> None:
+        await member.start()
+        await enable_auth(member, "root-secret", {"fleet": "fleet-secret"})
+
+    anyio.run(secured)
+    password = tmp_path / "password"
+    password.write_text("fleet-secret\n")  # as `echo secret > file` writes it: the newline is not the password
+    hosts = member.url.removeprefix("https://")
+    secure = ("--registry", f"etcds://{hosts}", "--etcd-cafile", str(pki.ca), "--etcd-username", "fleet")
+    cluster = Cluster(docker_url, registry_args=(*secure, "--etcd-password-file", str(password)), join_server=False)
+    try:
+        first = cluster.add("role=web")
+        cluster.submit({"secure.service": unit()}, "start", "secure.service")
+        until(lambda: cluster.placed("secure.service") == [first.machine_id])
+        wrong = tmp_path / "wrong"
+        wrong.write_text("guess\n")
+        state = tmp_path / "intruder"
+        state.mkdir()
+        refused = cluster.start_failing([*secure, "--etcd-password-file", str(wrong), "--state-dir", str(state)])
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines() == [
+            f"fleetlet agent: cannot use the etcd registry etcds://{hosts}: "
+            f"etcd at https://{hosts} refused user 'fleet': authentication failed"
+        ], refused.stderr
+    finally:
+        cluster.cleanup()
