@@ -215,6 +215,9 @@ class RegistryContract:
         assert (await registry.machine_schedule("nobody")).revision == 8
         with pytest.raises(UnitNotFound):
             await registry.set_machine("ghost.service", "m1")
+        with pytest.raises(UnitNotFound):  # as the leader places a unit it saw, destroyed meanwhile
+            await registry.set_machine("ghost.service", "m1", expect_revision=0)
+        assert await registry.revision() == 8  # neither wrote anything
 
     # --- the leader record -------------------------------------------------------------------------------------
 

@@ -250,6 +250,15 @@ class EtcdRegistry:
 
     async def set_machine(self, unit: str, machine_id: str, *, expect_revision: int | None = None) -> int:
         keys = self._keys
+        if expect_revision == 0:
+            # The leader placing a unit that is on no machine, most of its writes: the caller's expectation is
+            # the compare, and there is no old entry to delete, so one txn does without the read. Should it fail,
+            # the read below tells a conflict from a unit that is gone.
+            answer = await keys.txn(
+                [keys.exists(unit_key(unit)), keys.mod_is(_placement_key(unit), 0)], self._placed(unit, machine_id)
+            )
+            if answer.get("succeeded"):
+                return await self._written(answer)
         while True:
             record, placed = await keys.read(unit_key(unit), _placement_key(unit))
             old = _machine(placed) if placed is not None else None
@@ -259,10 +268,7 @@ class EtcdRegistry:
             ops = []
             if old is not None and old != machine_id:
                 ops.append(keys.delete_op(schedule_key(old, unit)))  # first: a move reads as delete, then put
-            ops += [
-                keys.put_op(schedule_key(machine_id, unit), keys.layout.entry_value(unit, machine_id)),
-                keys.put_op(_placement_key(unit), machine_id.encode("utf-8")),
-            ]
+            ops += self._placed(unit, machine_id)
             compare = [
                 keys.created_at(unit_key(unit), record.create_revision),  # the unit as read, still there
                 keys.mod_is(_placement_key(unit), placed.mod_revision if placed else 0),
@@ -270,6 +276,14 @@ class EtcdRegistry:
             answer = await keys.txn(compare, ops)
             if answer.get("succeeded"):
                 return await self._written(answer)
+
+    def _placed(self, unit: str, machine_id: str) -> list[Json]:
+        """The puts that place ``unit`` on ``machine_id``: its schedule entry, and the placement index."""
+        keys = self._keys
+        return [
+            keys.put_op(schedule_key(machine_id, unit), keys.layout.entry_value(unit, machine_id)),
+            keys.put_op(_placement_key(unit), machine_id.encode("utf-8")),
+        ]
 
     async def clear_machine(self, unit: str, *, expect_revision: int | None = None) -> int:
         keys = self._keys
