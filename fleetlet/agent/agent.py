@@ -53,7 +53,7 @@ from fleetlet.exec.runtime import RuntimeFailure
 from fleetlet.exec.subprocess_runner import SubprocessRunner
 from fleetlet.registry.errors import RegistryError, RegistryUnavailable
 from fleetlet.registry.etcd import EtcdRegistry
-from fleetlet.registry.etcd_settings import EtcdSettings
+from fleetlet.registry.etcd_settings import EtcdSettings, is_etcd_url, parse_etcd_url
 from fleetlet.registry.protocol import Registry
 from fleetlet.registry.remote import RemoteRegistry, locate
 from fleetlet.registry.sqlite import SqliteRegistry
@@ -142,6 +142,7 @@ class Agent:
         self._advertised = ""  # the URL the other members reach this agent at, once its API listens
         self._remote_registry = ""  # the server's URL, when this agent joined a cluster
         self._etcd: EtcdRegistry | None = None  # the registry, when it is on etcd: its member directory too
+        self._etcd_url = ""
 
     @property
     def machine_id(self) -> str:
@@ -237,7 +238,7 @@ class Agent:
         await tg.start(RegistryFeed(registry, hub, reasons=placement.reasons).run)
         engine_events = EngineEvents(runtime, clock)
         await tg.start(engine_events.run)
-        if config.etcd is not None or not config.join:
+        if self._etcd is not None or not config.join:
             # The agent that holds the registry leads, or any agent on etcd; a joined agent runs what the leader
             # places on it.
             engine = Engine(
@@ -317,6 +318,15 @@ class Agent:
             raise AgentStartupError(f"cannot join: no member answered where the registry is ({exc.reason})") from exc
         except FleetletError as exc:
             raise AgentStartupError(f"cannot join: {exc}") from exc
+        if is_etcd_url(url):
+            # The members keep the registry on etcd: use it as they do (and lead in turn), not through one of them.
+            try:
+                return await self._open_etcd(parse_etcd_url(url))
+            except (AgentStartupError, ValueError) as exc:
+                raise AgentStartupError(
+                    f"{exc} (the cluster's registry is on etcd: give this agent --registry {url} and the etcd "
+                    "settings it needs)"
+                ) from exc
         self._remote_registry = url
         log.info("the cluster's registry is at %s", url)
         return await self._resources.enter_async_context(RemoteRegistry(url, token=token, clock=self._clock))
@@ -326,7 +336,7 @@ class Agent:
         try:
             registry = await self._resources.enter_async_context(etcd.registry(self._clock))
             await registry.revision()
-            self._etcd = registry
+            self._etcd, self._etcd_url = registry, etcd.url
         except (OSError, ValueError) as exc:
             raise AgentStartupError(f"cannot use the etcd registry {etcd.url}: {exc}") from exc
         except RegistryUnavailable as exc:
@@ -337,8 +347,9 @@ class Agent:
         return registry
 
     def _registry_url(self) -> str:
-        """Where the cluster's registry is, for a member that asks: the server's URL, or this agent's if it is it."""
-        return self._remote_registry or self._advertised
+        """Where the cluster's registry is, for a member that asks: etcd's URL (which holds no secret), the
+        server's URL, or this agent's if it is it."""
+        return self._etcd_url or self._remote_registry or self._advertised
 
     def _gossip(self, states: StateFeed, key: bytes | None) -> AgentGossip:
         """This agent's membership of the cluster, not yet joined: its dialer among the resources."""

@@ -48,6 +48,7 @@ class Member:
     port: int
     metadata: str
     process: subprocess.Popen[bytes] | None = None
+    registry_args: tuple[str, ...] | None = None  # None: the cluster's
 
     @property
     def url(self) -> str:
@@ -81,10 +82,18 @@ class Cluster:
     def server(self) -> Member:
         return self.members[0]
 
-    def add(self, metadata: str, *, key: Path | None = None, join: Member | None = None) -> Member:
-        """Start a new machine with ``metadata``: the server if it is the first, else joined (through ``join``)."""
+    def add(
+        self,
+        metadata: str,
+        *,
+        key: Path | None = None,
+        join: Member | None = None,
+        registry_args: tuple[str, ...] | None = None,
+    ) -> Member:
+        """Start a new machine with ``metadata``: the server if it is the first, else joined (through ``join``);
+        ``registry_args`` instead of the cluster's."""
         n = len(self.members)
-        member = Member(uuid.uuid4().hex, self.root / f"m{n}", free_port(), metadata)
+        member = Member(uuid.uuid4().hex, self.root / f"m{n}", free_port(), metadata, registry_args=registry_args)
         member.state_dir.mkdir()
         self.members.append(member)
         via = join or (self.server if n and self.join_server else None)
@@ -104,7 +113,7 @@ class Cluster:
             member.machine_id,
             "--metadata",
             member.metadata,
-            *self.registry_args,
+            *(self.registry_args if member.registry_args is None else member.registry_args),
         ]
         if join is not None:
             argv += ["--join", join.url]
@@ -138,13 +147,13 @@ class Cluster:
         """The CLI against one member (the server by default), as a user types it."""
         return cli((via or self.server).endpoint, self._env(), *args, check=check, cwd=cwd)
 
-    def submit(self, files: Mapping[str, str], *args: str) -> None:
+    def submit(self, files: Mapping[str, str], *args: str, via: Member | None = None) -> None:
         """Write unit files to a directory and ``fleetlet start`` (or what ``args`` say) them from there."""
         units = self.root / "units"
         units.mkdir(exist_ok=True)
         for name, text in files.items():
             (units / name).write_text(text)
-        self.fleetlet(*args, cwd=units)
+        self.fleetlet(*args, via=via, cwd=units)
 
     def list_units(self, via: Member | None = None) -> list[dict[str, str]]:
         rows: list[dict[str, str]] = json.loads(self.fleetlet("list-units", "--json", via=via).stdout)

@@ -135,6 +135,21 @@ def test_killing_the_leader_agent_hands_over_within_its_term_and_its_units_move(
     assert cluster.leader() is new_leader
 
 
+def test_an_agent_that_joins_through_a_member_uses_etcd_itself_and_leads_once_that_member_is_gone(
+    on_etcd: Cluster,
+) -> None:
+    cluster = on_etcd
+    first = cluster.add("role=first")
+    # Told only a member to join through: it learns where the registry is, and uses etcd as the members do.
+    joined = cluster.add("role=joined", join=first, registry_args=())
+    assert "the cluster's registry is etcd at" in joined.log.read_text(), joined.log.read_text()
+    cluster.kill(first)
+    # Not the member's registry by proxy: with that member gone, the joined agent still reads it, then leads.
+    cluster.submit({"after.service": unit()}, "start", "--no-block", "after.service", via=joined)
+    until(lambda: cluster.placed("after.service") == [joined.machine_id])
+    assert cluster.leader() is joined
+
+
 def test_while_etcd_is_down_units_keep_running_and_decisions_resume_when_it_is_back(
     on_etcd: Cluster, etcd: EtcdMember
 ) -> None:
