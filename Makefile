@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run stop test test-fast lint bench services clean
+.PHONY: install run stop test test-fast lint bench services etcd-cluster clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ stop:
 # Their addresses go to .services.env.
 services:
 	bash scripts/services.sh up
+
+# Also a 3-member etcd cluster on loopback (FLEETLET_ETCD_CLUSTER_URL in .services.env), to try failover by hand.
+etcd-cluster:
+	bash scripts/services.sh etcd-cluster
 
 # The tests read DOCKER_HOST and friends from .services.env, exported here so that child processes see them too.
 test: install services

@@ -40,6 +40,14 @@ def check_desired(state: str) -> DesiredState:
     raise APIError(400, f"invalid desiredState {_quote(state)}: must be one of {', '.join(DESIRED_STATES)}")
 
 
+def check_runnable(name: str, desired: DesiredState | None) -> None:
+    """A template may be submitted (its instances are made from it) but not loaded or started: as in systemd, only
+    its instances run. 400 naming an instance to start instead."""
+    if desired in ("loaded", "launched") and parse_name(name).is_template:
+        example = name.replace("@.", "@1.", 1)
+        raise APIError(400, f"{name} is a template: only its instances run (start one, such as {example})")
+
+
 def check_options(name: str, options: Sequence[UnitOption]) -> UnitFile:
     """The unit file the options make, if it passes every check; APIError 400 listing every error otherwise."""
     unit = UnitFile.from_options(options, source=name)

@@ -7,7 +7,7 @@ from aiohttp import web
 from fleetlet.api.context import ApiContext
 from fleetlet.api.errors import APIError
 from fleetlet.api.requests import UNIT_NOT_FOUND, check_content_type, existing_unit, json_response
-from fleetlet.api.submit import check_body_name, check_desired, check_options
+from fleetlet.api.submit import check_body_name, check_desired, check_options, check_runnable
 from fleetlet.api.wire import parse_unit_body, state_index, unit_json, unit_page_json
 from fleetlet.registry.errors import RegistryConflict, UnitNotFound
 
@@ -68,6 +68,7 @@ class Units:
         body = parse_unit_body(await request.read())
         name = check_body_name(request.match_info["name"], body.name)
         desired = check_desired(body.desired_state) if body.desired_state else None
+        check_runnable(name, desired)
         unit = check_options(name, body.options) if body.options else None
         registry = self._ctx.registry
         for _ in range(PUT_ATTEMPTS):

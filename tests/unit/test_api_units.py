@@ -347,6 +347,12 @@ async def test_put_conflicts() -> None:
         ("a.service", {"options": HELLO_OPTIONS, "desiredState": "running"}, 'invalid desiredState "running"'),
         ("a.bogus", {"options": HELLO_OPTIONS}, "invalid unit name 'a.bogus'"),
         (
+            "web@.service",
+            {"options": HELLO_OPTIONS, "desiredState": "launched"},
+            "web@.service is a template: only its instances run (start one, such as web@1.service)",
+        ),
+        ("web@.service", {"options": HELLO_OPTIONS, "desiredState": "loaded"}, "web@.service is a template"),
+        (
             "a.service",
             {
                 "options": [
@@ -496,3 +502,15 @@ async def test_the_resource_over_a_sqlite_registry(tmp_path: Path) -> None:
         resp = await client.delete(f"{U}/a.service")
         assert resp.status == 204
         assert await registry.get_unit("a.service") is None
+
+
+@pytest.mark.anyio
+async def test_a_template_is_submitted_but_not_loaded_or_started() -> None:
+    async with serve() as client:
+        assert (await put(client, "web@.service", {"options": HELLO_OPTIONS}))[0] == 201
+        status, answer = await put(client, "web@.service", {"desiredState": "launched"})
+        assert (status, answer["error"]["message"]) == (
+            400,
+            "web@.service is a template: only its instances run (start one, such as web@1.service)",
+        )
+        assert (await put(client, "web@1.service", {"options": HELLO_OPTIONS, "desiredState": "launched"}))[0] == 201
