@@ -223,3 +223,9 @@ async def drop_tokens(member: EtcdMember, root_password: str) -> None:
     answer = await gateway_call(member, "/v3/auth/authenticate", {"name": "root", "password": root_password})
     await gateway_call(member, "/v3/auth/disable", {}, token=answer["token"])
     await gateway_call(member, "/v3/auth/enable", {})
+
+
+def registry_args(members: list[EtcdMember], *, leader_ttl: float = 3.0) -> tuple[str, ...]:
+    """``fleetlet agent``'s flags for a registry on ``members`` (plain etcd://), with a short leader term."""
+    hosts = ",".join(member.url.removeprefix("http://") for member in members)
+    return ("--registry", f"etcd://{hosts}", "--leader-ttl", str(leader_ttl))

@@ -1,4 +1,5 @@
-"""Several machines as one: real agent processes on loopback, the first holding the registry, the others joined.
+"""Several machines as one: real agent processes on loopback, the first holding the registry, the others joined;
+the scenarios that do not depend on the registry's kind also run with every member on etcd (``any_cluster``).
 
 What runs where is read off the Docker engine (each container carries its machine's label), what the cluster says
 off ``fleetlet list-units`` and ``explain`` as a user reads them. Waits poll with a bound (these are processes,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -17,15 +19,34 @@ from fleetlet import Client
 from fleetlet.client.records import Event
 from tests.integration.agent_rig import BOUND, free_port, until
 from tests.integration.cluster_rig import Cluster, three, unit
+from tests.integration.etcd_rig import EtcdMember, etcd_binary, registry_args
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["embedded", "etcd"])
+def any_cluster(request: pytest.FixtureRequest, docker_url: str, etcd_members: list[EtcdMember]) -> Iterator[Cluster]:
+    """A cluster on either registry: the first member's SQLite, joined through it; or etcd, every member on it
+    finding the others there (and any of them may lead)."""
+    if request.param == "etcd":
+        member = EtcdMember(etcd_binary())
+        etcd_members.append(member)
+        anyio.run(member.start)
+        rig = Cluster(docker_url, registry_args=registry_args([member]), join_server=False)
+    else:
+        rig = Cluster(docker_url)
+    try:
+        yield rig
+    finally:
+        rig.cleanup()
 
 
 def machines_of(cluster: Cluster, unit_name: str) -> list[str]:
     return cluster.placed(unit_name)
 
 
-def test_metadata_conflicts_and_machine_of_across_three_machines(cluster: Cluster) -> None:
+def test_metadata_conflicts_and_machine_of_across_three_machines(any_cluster: Cluster) -> None:
+    cluster = any_cluster
     three(cluster)
     _, b, c = (m.machine_id for m in cluster.members)
     until(lambda: len(cluster.fleetlet("list-machines", "--no-legend").stdout.splitlines()) == 3)
@@ -76,7 +97,8 @@ def test_metadata_conflicts_and_machine_of_across_three_machines(cluster: Cluste
     assert "conflict" in (from_joined.stdout + from_joined.stderr).lower(), from_joined
 
 
-def test_replaces_evicts_the_unit_it_replaces(cluster: Cluster) -> None:
+def test_replaces_evicts_the_unit_it_replaces(any_cluster: Cluster) -> None:
+    cluster = any_cluster
     cluster.add("role=web")
     (only,) = (m.machine_id for m in cluster.members)
     cluster.submit({"old.service": unit()}, "start", "old.service")
@@ -87,7 +109,8 @@ def test_replaces_evicts_the_unit_it_replaces(cluster: Cluster) -> None:
     until(lambda: machines_of(cluster, "new.service") == [only] and machines_of(cluster, "old.service") == [other])
 
 
-def test_a_global_unit_runs_on_every_matching_machine_and_on_one_that_joins_later(cluster: Cluster) -> None:
+def test_a_global_unit_runs_on_every_matching_machine_and_on_one_that_joins_later(any_cluster: Cluster) -> None:
+    cluster = any_cluster
     cluster.add("role=web")
     cluster.add("role=db")
     cluster.add("role=web")
@@ -100,8 +123,9 @@ def test_a_global_unit_runs_on_every_matching_machine_and_on_one_that_joins_late
 
 
 def test_a_killed_machine_s_units_run_elsewhere_within_5s_and_its_comeback_does_not_double_run(
-    cluster: Cluster,
+    any_cluster: Cluster,
 ) -> None:
+    cluster = any_cluster
     three(cluster)
     until(lambda: len(cluster.fleetlet("list-machines", "--no-legend").stdout.splitlines()) == 3)
     victim = cluster.members[1]

@@ -21,27 +21,11 @@ import pytest
 from tests.integration.agent_rig import BOUND, until
 from tests.integration.cluster_rig import Cluster, Member, three, unit
 from tests.integration.etcd_pki import make_pki
-from tests.integration.etcd_rig import EtcdMember, enable_auth, etcd_binary, etcd_cluster
+from tests.integration.etcd_rig import EtcdMember, enable_auth, etcd_binary, etcd_cluster, registry_args
 
 pytestmark = pytest.mark.integration
 
 LEADER_TTL = 3.0
-
-
-def _registry_args(members: list[EtcdMember]) -> tuple[str, ...]:
-    hosts = ",".join(member.url.removeprefix("http://") for member in members)
-    return ("--registry", f"etcd://{hosts}", "--leader-ttl", str(LEADER_TTL))
-
-
-@pytest.fixture
-def etcd_members() -> Iterator[list[EtcdMember]]:
-    """Every etcd member a test starts; killed at teardown, after the agents (fixtures end in reverse)."""
-    members: list[EtcdMember] = []
-    try:
-        yield members
-    finally:
-        for member in members:
-            member.kill()
 
 
 @pytest.fixture
@@ -54,7 +38,7 @@ def etcd(etcd_members: list[EtcdMember]) -> EtcdMember:
 
 @pytest.fixture
 def on_etcd(docker_url: str, etcd: EtcdMember) -> Iterator[Cluster]:
-    rig = Cluster(docker_url, registry_args=_registry_args([etcd]), join_server=False)
+    rig = Cluster(docker_url, registry_args=registry_args([etcd], leader_ttl=LEADER_TTL), join_server=False)
     try:
         yield rig
     finally:
@@ -199,7 +183,7 @@ def etcd_three(etcd_members: list[EtcdMember]) -> list[EtcdMember]:
 def test_killing_the_etcd_leader_member_stops_no_unit_and_loses_no_acknowledged_write(
     docker_url: str, etcd_three: list[EtcdMember]
 ) -> None:
-    cluster = Cluster(docker_url, registry_args=_registry_args(etcd_three), join_server=False)
+    cluster = Cluster(docker_url, registry_args=registry_args(etcd_three, leader_ttl=LEADER_TTL), join_server=False)
     try:
         cluster.add("zone=a")
         cluster.add("zone=b")
