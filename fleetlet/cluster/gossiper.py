@@ -54,6 +54,8 @@ class GossipSettings:
     exchange_timeout: float = 1.0
     dial_timeout: float = 3.0
     max_dials: int = 1
+    max_links: int = 12
+    rotate_links: float = 5.0
     phi_suspect: float = 8.0
     min_std: float = 0.1
     acceptable_pause: float = 0.3
@@ -63,9 +65,11 @@ class GossipSettings:
     max_entries: int = DEFAULT_MAX_ENTRIES
 
     def __post_init__(self) -> None:
-        timeouts = (self.exchange_timeout, self.dial_timeout, self.join_timeout)
+        timeouts = (self.exchange_timeout, self.dial_timeout, self.join_timeout, self.rotate_links)
         if self.interval <= 0 or self.fanout < 1 or self.max_dials < 1 or min(timeouts) <= 0:
-            raise ValueError("interval, fanout, max_dials and timeouts must be positive")
+            raise ValueError("interval, fanout, max_dials, timeouts and rotate_links must be positive")
+        if self.max_links < self.fanout:
+            raise ValueError("max_links must be at least fanout: a round talks to fanout connected peers")
 
     def membership(self) -> MembershipSettings:
         detector = DetectorSettings(self.interval, self.min_std, self.acceptable_pause)
@@ -126,6 +130,12 @@ class Gossiper:
     @property
     def record(self) -> MachineRecord:
         return self.membership.local
+
+    @property
+    def connected(self) -> frozenset[str]:
+        """The peers this member holds a connection to that it dialed: at most ``max_links``, give or take a dead
+        member that answered when tried again (until a rotation closes a link)."""
+        return frozenset(self._links)
 
     # --- what this member says of itself -------------------------------------------------------------------------
 
@@ -220,9 +230,31 @@ class Gossiper:
         self.rounds += 1
         self.state.beat()
         self._emit(self.membership.tick(self._clock.monotonic()))
+        self._rotate(tg)
         for address in self._targets():
             self._busy.add(address)
             tg.start_soon(self._exchange, address)
+
+    def _rotate(self, tg: TaskGroup) -> None:
+        """At the cap, now and then close one idle link, so that a later round dials a fresh peer in its place.
+
+        The links a member keeps are a random graph, which is what carries every change to everyone in a few
+        rounds; left alone it would freeze into the first peers each member happened to dial.
+        """
+        settings = self.settings
+        if len(self._links) < settings.max_links or self._rng.random() >= settings.interval / settings.rotate_links:
+            return
+        idle = [address for address in self._links if address not in self._busy]
+        if idle:
+            address = self._rng.choice(idle)
+            self._busy.add(address)  # not picked while it closes
+            tg.start_soon(self._retire, address)
+
+    async def _retire(self, address: str) -> None:
+        try:
+            await self._drop(address)
+        finally:
+            self._busy.discard(address)
 
     def _targets(self) -> list[str]:
         live: list[str] = []
@@ -240,22 +272,33 @@ class Gossiper:
             targets.append(rng.choice(dead))
         seeds = [seed for seed in self._seeds if seed not in self._busy]
         if seeds and (not live or rng.random() < 1 / (len(live) + 1)):
-            targets.append(rng.choice(seeds))
+            seed = rng.choice(seeds)
+            # A seed is a way back into the cluster: always when nobody else is known, else within the links' cap.
+            links = self._links
+            dials = len(self._dialing) + sum(1 for address in targets if address not in links)
+            if not live or seed in links or len(links) + dials < self.settings.max_links:
+                targets.append(seed)
         return list(dict.fromkeys(targets))
 
     def _within_dials(self, picked: list[str], live: list[str]) -> list[str]:
-        """The picked peers, those beyond the dials allowed replaced by peers already connected (if any)."""
+        """The picked peers, those beyond the dials allowed replaced by peers already connected (if any).
+
+        Dials allowed: ``max_dials`` at a time, and none past ``max_links`` connections. Without that cap every
+        member would in time hold a connection to every other (two per pair, one dialed each way), at the cost of
+        a handshake each and a socket each; a few random links per member carry gossip as far in as few rounds.
+        """
         links = self._links
         dials = len(self._dialing)
-        if dials + sum(1 for address in picked if address not in links) <= self.settings.max_dials:
+        budget = min(self.settings.max_dials, self.settings.max_links - len(links)) - dials
+        if sum(1 for address in picked if address not in links) <= budget:
             return picked
         spare = [address for address in live if address in links and address not in picked]
         targets: list[str] = []
         for address in picked:
             if address in links:
                 targets.append(address)
-            elif dials < self.settings.max_dials:
-                dials += 1
+            elif budget > 0:
+                budget -= 1
                 targets.append(address)
             elif spare:
                 targets.append(spare.pop(self._rng.randrange(len(spare))))

@@ -54,6 +54,7 @@ class Rig:
     tg: TaskGroup
     members: dict[str, Member] = field(default_factory=dict)
     seed: int = 0
+    settings: GossipSettings = SETTINGS
 
     async def start(
         self,
@@ -74,7 +75,7 @@ class Rig:
             record,
             self.network.dialer(address, key),
             self.clock,
-            settings=SETTINGS,
+            settings=self.settings,
             seeds=seeds,
             generation=int(self.clock.monotonic() * 1000) + self.seed,
             rng=random.Random(self.seed),
@@ -107,10 +108,10 @@ class Rig:
 
 
 @asynccontextmanager
-async def cluster() -> AsyncIterator[Rig]:
+async def cluster(settings: GossipSettings = SETTINGS) -> AsyncIterator[Rig]:
     clock = ManualClock()
     async with MemoryNetwork() as network, anyio.create_task_group() as tg:
-        rig = Rig(clock, network, tg)
+        rig = Rig(clock, network, tg, settings=settings)
         yield rig
         tg.cancel_scope.cancel()
 
@@ -384,7 +385,37 @@ async def test_a_dial_that_never_ends_is_given_up_after_dial_timeout() -> None:
         assert rig.network.connections == 0
 
 
+@pytest.mark.anyio
+async def test_a_member_keeps_at_most_max_links_connections_rotates_them_and_changes_still_spread() -> None:
+    capped = GossipSettings(max_links=4, fanout=2)
+    async with cluster(capped) as rig:
+        members = [await rig.start("m00", seeds=())]
+        for i in range(1, 30):
+            members.append(await rig.start(f"m{i:02d}", seeds=("mem://m00",)))
+        await rig.rounds(20)
+        assert all(len(view(m)) == 30 and set(view(m).values()) == {Status.ALIVE} for m in members)
+        assert max(len(m.gossiper.connected) for m in members) <= 4
+        assert rig.network.connections < 30 * 29 / 4  # dials so far, joins and rotations included: not the mesh
+        before = {m.gossiper.id: m.gossiper.connected for m in members}
+        members[11].gossiper.set_record(MachineRecord("m11", "mem://m11", metadata={"disk": "ssd"}))
+        spent = 0
+        while not all(m.seen("metadata-changed") == ["m11"] for m in members if m is not members[11]):
+            assert spent < 8, f"not everywhere after {spent} rounds"
+            await rig.rounds(1)
+            spent += 1
+        await rig.rounds(round(3 * capped.rotate_links / capped.interval))
+        assert max(len(m.gossiper.connected) for m in members) <= 4
+        rotated = sum(1 for m in members if m.gossiper.connected != before[m.gossiper.id])
+        assert rotated > 20, f"only {rotated} of 30 members changed a link in {3 * capped.rotate_links:g} s"
+        assert all(set(view(m).values()) == {Status.ALIVE} for m in members)  # nobody suspected meanwhile
+
+
 @pytest.mark.parametrize("bad", [{"dial_timeout": 0}, {"max_dials": 0}, {"exchange_timeout": -1}])
 def test_gossip_settings_are_checked(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="positive"):
         GossipSettings(**bad)
+
+
+def test_max_links_below_fanout_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_links"):
+        GossipSettings(fanout=3, max_links=2)
