@@ -36,6 +36,8 @@ MEMBERS = int(os.environ.get("GOSSIP_MEMBERS", "100"))
 IDLE_MEMBERS = 20
 CHANGES = 5
 IDLE_SECONDS = 10.0
+# Seconds between the full view and the first change: GOSSIP_SETTLE=120 measures a cluster long past its start.
+SETTLE = float(os.environ.get("GOSSIP_SETTLE", "3"))
 SETTINGS = GossipSettings(
     interval=float(os.environ.get("GOSSIP_INTERVAL", "0.2")), fanout=int(os.environ.get("GOSSIP_FANOUT", "3"))
 )
@@ -114,7 +116,7 @@ async def spread_and_detect(count: int) -> None:
         print(f"gossip: {count} members in one process, real loopback websockets, {SETTINGS.interval:g} s rounds,"
               f" fanout {SETTINGS.fanout}")  # fmt: skip
         print(f"  full view everywhere, all started at once: {converged:.2f} s")
-        await anyio.sleep(3)  # the detectors learn the heartbeats' pace
+        await anyio.sleep(SETTLE)  # the detectors learn the heartbeats' pace (and, for longer, links rotate)
         delays: list[float] = []
         for change in range(CHANGES):
             source = group[(change * 37 + 11) % count]
