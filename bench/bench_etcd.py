@@ -48,7 +48,7 @@ import anyio
 import orjson
 from anyio.abc import TaskGroup
 
-from bench.etcd_member import SCRATCH, etcd_binary, etcd_member, etcd_version
+from bench.etcd_member import etcd_member, etcd_version
 from fleetlet.clock import SystemClock
 from fleetlet.engine import Engine, MachineSpec, Snapshot, UnitSpec, schedule
 from fleetlet.registry import Change, Registry, SqliteRegistry, schedule_key, schedule_prefix
@@ -56,6 +56,7 @@ from fleetlet.registry.etcd import EtcdRegistry
 from fleetlet.registry.etcd_gateway import b64
 from fleetlet.registry.etcd_layout import PLACEMENT_PREFIX, Layout
 from fleetlet.units.check import CheckedUnit, load_unit
+from tests.integration.etcd_rig import SCRATCH, find_etcd_binary
 
 UNITS: Final = 1_000
 AGENTS: Final = 20
@@ -441,7 +442,7 @@ async def _all(binary: str) -> dict[str, Round]:
 
 
 def main() -> None:
-    binary = etcd_binary()
+    binary = find_etcd_binary()
     if binary is None:
         print("etcd registry: skipped: no etcd binary (FLEETLET_ETCD_BIN, or etcd on the PATH; `make services`)")
         return

@@ -4,6 +4,10 @@ A fresh member starts at revision 1 in well under a second, so each registry und
 and fleetlet's revisions start at 1 as the registry contract expects. The binary is ``FLEETLET_ETCD_BIN`` (written
 to .services.env by ``make services``), else ``etcd`` on the PATH.
 
+Data left by a process killed outright (etcd dies with it, by ``PR_SET_PDEATHSIG``, but nothing removes its
+directory) is removed by the next process that starts a member: each directory is named after its process. The
+benchmarks (``bench/bench_etcd.py``) start their members with this rig too.
+
 A member may serve its clients over TLS (certificates from :mod:`tests.integration.etcd_pki`), and may require
 client certificates; :func:`enable_auth` turns on etcd's user/password authentication through the gateway.
 """
@@ -31,11 +35,13 @@ from tests.integration.etcd_pki import Pki
 
 ROOT = Path(__file__).resolve().parents[2]
 # Data on tmpfs when there is one: etcd fsyncs every write, and the contract suite writes thousands.
-_SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None
+SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None
 _PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+_PREFIX = "fleetlet-etcd-"  # then the owning process's ID
 
 
-def etcd_binary() -> str:
+def find_etcd_binary() -> str | None:
+    """``FLEETLET_ETCD_BIN``, else the one .services.env names, else ``etcd`` on the PATH; None if none runs."""
     found = os.environ.get("FLEETLET_ETCD_BIN")
     if not found:
         env_file = ROOT / ".services.env"
@@ -45,9 +51,30 @@ def etcd_binary() -> str:
                 if key.strip() == "FLEETLET_ETCD_BIN" and value.strip():
                     found = value.strip()
     found = found or shutil.which("etcd")
-    if not found or not os.access(found, os.X_OK):
+    return found if found and os.access(found, os.X_OK) else None
+
+
+def etcd_binary() -> str:
+    """The etcd binary, or the test fails saying how to install one."""
+    found = find_etcd_binary()
+    if found is None:
         pytest.fail("no etcd binary (FLEETLET_ETCD_BIN, or etcd on the PATH): install it with `make services`")
     return found
+
+
+def _remove_orphans() -> None:
+    """Remove the data of members whose process died without cleaning up (see the module's docstring)."""
+    scratch = Path(SCRATCH or tempfile.gettempdir())
+    for stale in scratch.glob(f"{_PREFIX}*-*"):
+        owner = stale.name.removeprefix(_PREFIX).partition("-")[0]
+        if not owner.isdigit() or int(owner) == os.getpid():
+            continue
+        try:
+            os.kill(int(owner), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
 
 
 def _die_with_parent() -> None:
@@ -77,7 +104,8 @@ class EtcdMember:
         self.name = name
         self.pki = pki
         self.client_cert_auth = client_cert_auth
-        self.root = Path(tempfile.mkdtemp(prefix="fleetlet-etcd-", dir=_SCRATCH))
+        _remove_orphans()
+        self.root = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=SCRATCH))
         self.url = f"{'https' if pki else 'http'}://127.0.0.1:{_free_port()}"
         self.peer_url = f"http://127.0.0.1:{_free_port()}"
         self.initial_cluster = f"{name}={self.peer_url}"
@@ -167,6 +195,11 @@ class EtcdMember:
     def resume(self) -> None:
         assert self._process is not None, "not started"
         self._process.send_signal(signal.SIGCONT)
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.pid
 
     @property
     def running(self) -> bool:

@@ -39,22 +39,6 @@ def pki() -> Iterator[Pki]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def etcd_members() -> Iterator[list[EtcdMember]]:
-    """Every member a test starts; killed at teardown, whatever happened."""
-    members: list[EtcdMember] = []
-    try:
-        yield members
-    finally:
-        for member in members:
-            member.kill()
-
-
 async def _started(members: list[EtcdMember], member: EtcdMember) -> EtcdMember:
     members.append(member)  # before it starts: a failed start is killed too
     await member.start()
