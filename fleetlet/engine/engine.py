@@ -30,6 +30,7 @@ from fleetlet.registry.errors import (
     LeadershipLost,
     RegistryClosed,
     RegistryConflict,
+    RegistryUnavailable,
     RevisionCompacted,
     UnitNotFound,
 )
@@ -156,7 +157,7 @@ class Engine:
             except Exception as exc:
                 if _closed(exc):
                     raise
-                log.exception("engine failed while leading; resigning and campaigning again")
+                _log_failure("engine failed while leading; resigning and campaigning again", exc)
                 failed = True
             finally:
                 current, self._lease = self._lease, None
@@ -180,8 +181,8 @@ class Engine:
             holder = await self._registry.leader()
         except RegistryClosed:
             raise
-        except Exception:
-            log.warning("could not campaign for the leader record", exc_info=True)
+        except Exception as exc:
+            _log_failure("could not campaign for the leader record", exc)
             return retry
         self._holder = holder.machine_id if holder is not None else None
         if holder is None:
@@ -194,8 +195,8 @@ class Engine:
             async with move_on_after(self._clock, RESIGN_TIMEOUT) as deadline:
                 try:
                     await self._registry.resign(lease)
-                except Exception:
-                    log.warning("could not resign the leader record; it expires by itself", exc_info=True)
+                except Exception as exc:
+                    _log_failure("could not resign the leader record; it expires by itself", exc)
             if deadline.expired:
                 log.warning("resigning the leader record timed out; it expires by itself")
         log.info("machine %s stopped leading", _short(self._machine_id))
@@ -231,8 +232,8 @@ class Engine:
                 return
             except RegistryClosed:
                 raise
-            except Exception:
-                log.warning("could not renew the leader record", exc_info=True)
+            except Exception as exc:
+                _log_failure("could not renew the leader record", exc)
                 if lease.expires_at <= self._clock.time():
                     self._depose("the lease expired while the registry was unreachable")
                     return
@@ -402,6 +403,24 @@ def describe(decision: Decision) -> str:
         where = f"from {_short(decision.previous)}"
     verb = {"place": "placed", "move": "moved", "unplace": "unplaced"}[decision.kind]
     return f"{verb} {decision.unit} {where}: {decision.reason}"
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """A registry that cannot be reached is weather, not a bug (etcd restarting, the server down): one line each
+    time. Anything else gets its traceback."""
+    unreachable = _unreachable(exc)
+    if unreachable is not None:
+        log.warning("%s: %s", what, unreachable)
+    else:
+        log.warning("%s", what, exc_info=exc)
+
+
+def _unreachable(exc: BaseException) -> RegistryUnavailable | None:
+    """The RegistryUnavailable ``exc`` is, or the first of a group of nothing else; None otherwise."""
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(RegistryUnavailable)
+        return _unreachable(matched.exceptions[0]) if matched is not None and rest is None else None
+    return exc if isinstance(exc, RegistryUnavailable) else None
 
 
 def _closed(exc: BaseException) -> bool:

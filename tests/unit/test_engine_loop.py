@@ -19,6 +19,7 @@ from fleetlet.clock import ManualClock
 from fleetlet.engine import Engine, MachineSpec
 from fleetlet.engine.engine import PARALLEL_WRITES
 from fleetlet.registry import Change, MemoryRegistry, RegistryError, RevisionCompacted
+from fleetlet.registry.errors import RegistryUnavailable
 from fleetlet.registry.model import LeaderRecord
 from fleetlet.units.model import UnitFile
 from fleetlet.units.syntax import parse
@@ -489,3 +490,43 @@ async def test_a_conflict_among_concurrent_writes_stops_the_pass_and_the_next_de
     assert placed["u05.service"] == C  # the other writer's decision stands: it was never overwritten
     assert len(placed) == 40  # the next pass placed whatever the stopped one left
     assert engine.passes >= 2
+
+
+class UnreachableRegistry(MemoryRegistry):
+    """Renewals fail as ``failure`` says: a registry that cannot be reached, or one that fails unexpectedly."""
+
+    failure: Exception | None = None
+
+    async def renew(self, record: LeaderRecord, ttl: float) -> LeaderRecord:
+        if self.failure is not None:
+            raise self.failure
+        return await super().renew(record, ttl)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("failure", "line", "traceback"),
+    [
+        (
+            RegistryUnavailable("http://etcd:2379", "connection refused"),
+            "could not renew the leader record: the cluster's registry at http://etcd:2379 cannot be reached: "
+            "connection refused",
+            False,
+        ),
+        (RegistryError("the registry answered garbage"), "could not renew the leader record", True),
+    ],
+)
+async def test_an_unreachable_registry_is_one_line_in_the_log_and_anything_else_has_its_traceback(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture, failure: Exception, line: str, traceback: bool
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fleetlet.engine")
+    registry = UnreachableRegistry(clock)
+    engine = engine_for(registry, clock, [MachineSpec(A)])
+    async with running(engine):
+        await clock.settle()  # the term's tasks are asleep until the first renewal
+        registry.failure = failure
+        clock.advance(TTL / 3)
+        await clock.settle()
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("could not renew")]
+    assert record.getMessage() == line
+    assert (record.exc_info is not None) is traceback
