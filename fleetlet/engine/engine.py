@@ -25,7 +25,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from fleetlet.clock import Clock, move_on_after
 from fleetlet.engine.mirror import RegistryMirror
 from fleetlet.engine.scheduler import Decision, schedule
-from fleetlet.engine.snapshot import MachineSpec
+from fleetlet.engine.snapshot import MachineSpec, UnitSpec
 from fleetlet.registry.errors import (
     LeadershipLost,
     RegistryClosed,
@@ -338,12 +338,31 @@ class Engine:
             if not written:
                 break
         if written and up:
-            written = await self._write_concurrently(up)
+            written = await self._write_placements(up, {unit.name: unit for unit in snapshot.units})
         if not written and self.leading:
             # Another writer got there first: read the schedule as it is, and decide again from it.
             self.mirror.reload_schedule(await self._registry.schedule())
             self._wake.set()
         return 0.0
+
+    async def _write_placements(self, decisions: Sequence[Decision], units: Mapping[str, UnitSpec]) -> bool:
+        """Placements, several at a time, each after those of the units it must share a machine with
+        (``MachineOf``) in this pass: a follower never lands on a machine where its peer's write failed."""
+        placing = {decision.unit for decision in decisions}
+        pending = list(decisions)
+        done: set[str] = set()
+        while pending:
+            wave = [
+                decision
+                for decision in pending
+                if all(peer in done or peer not in placing for peer in units[decision.unit].requirements.machine_of)
+            ]
+            wave = wave or pending  # a cycle, which the scheduler never places: no order to keep
+            if not await self._write_concurrently(wave):
+                return False
+            done.update(decision.unit for decision in wave)
+            pending = [decision for decision in pending if decision.unit not in done]
+        return True
 
     async def _write_concurrently(self, decisions: Sequence[Decision]) -> bool:
         """Write ``decisions`` with up to ``PARALLEL_WRITES`` in flight; the first that fails stops the rest."""

@@ -441,6 +441,7 @@ class GatedRegistry(MemoryRegistry):
         self.in_flight = 0
         self.most_in_flight = 0
         self.conflict_on: str | None = None  # a unit whose write another writer got to first
+        self.written: list[tuple[str, str]] = []  # the engine's writes that succeeded
 
     async def set_machine(self, unit: str, machine_id: str, *, expect_revision: int | None = None) -> int:
         self.in_flight += 1
@@ -450,7 +451,9 @@ class GatedRegistry(MemoryRegistry):
             if unit == self.conflict_on:
                 self.conflict_on = None
                 await super().set_machine(unit, C)  # the other writer's decision: the entry's revision moves on
-            return await super().set_machine(unit, machine_id, expect_revision=expect_revision)
+            revision = await super().set_machine(unit, machine_id, expect_revision=expect_revision)
+            self.written.append((unit, machine_id))
+            return revision
         finally:
             self.in_flight -= 1
 
@@ -530,3 +533,24 @@ async def test_an_unreachable_registry_is_one_line_in_the_log_and_anything_else_
     (record,) = [r for r in caplog.records if r.getMessage().startswith("could not renew")]
     assert record.getMessage() == line
     assert (record.exc_info is not None) is traceback
+
+
+@pytest.mark.anyio
+async def test_a_follower_is_written_only_after_its_peer_so_a_failed_peer_write_never_strands_it(
+    clock: ManualClock, decisions: list[str]
+) -> None:
+    registry = GatedRegistry(clock)
+    for i in range(10):
+        await registry.put_unit(f"u{i}.service", unit(), desired_state="launched")
+    await registry.put_unit("web.service", unit(), desired_state="launched")
+    await registry.put_unit("sidekick.service", unit("MachineOf=web.service"), desired_state="launched")
+    registry.conflict_on = "web.service"  # another writer places web on C while this pass places it elsewhere
+    registry.gate.set()
+    engine = engine_for(registry, clock, [MachineSpec(A), MachineSpec(B), MachineSpec(C)])
+    async with running(engine):
+        await settled(clock)
+        await settled(clock)
+        placed = await placements(registry)
+    assert placed["web.service"] == placed["sidekick.service"] == C
+    # Never written anywhere but beside web: not in the pass whose write of web failed.
+    assert [machine for name, machine in registry.written if name == "sidekick.service"] == [C], registry.written
