@@ -202,8 +202,10 @@ class Agent:
     async def _start(self) -> _Running:
         """Create and start every component of the node, in dependency order; the one place they are wired."""
         config, clock, machine = self.config, self._clock, self._machine
-        if config.host is None and (config.cluster_key is not None or config.join):
-            option = "--join" if config.join else "--cluster-key"
+        if config.host is None and (config.cluster_key is not None or config.join or config.etcd is not None):
+            # On etcd too: an agent that gossips with nobody takes itself for the whole cluster and, leading,
+            # would move every other machine's units onto itself.
+            option = "--join" if config.join else "--registry etcd://" if config.etcd else "--cluster-key"
             raise AgentStartupError(f"{option} needs --listen: without a TCP address there is no gossip")
         journal_dir = _writable_journal_dir(config.state_dir)
         key = self._cluster_key()

@@ -87,6 +87,7 @@ class Settings:
     etcd_keyfile: Path | None = None
     etcd_username: str | None = None
     etcd_password_file: Path | None = None
+    etcd_history: int | None = None
     leader_ttl: float | None = None
     join: tuple[str, ...] | None = None
     advertise: str | None = None
@@ -194,6 +195,16 @@ def parse_seconds(text: str) -> float:
     return seconds
 
 
+def parse_history(text: str) -> int:
+    try:
+        history = int(text)
+    except ValueError:
+        raise ValueError(f"expected a number of revisions (0: leave compaction to etcd), not {text!r}") from None
+    if history < 0:
+        raise ValueError(f"expected a number of revisions (0: leave compaction to etcd), not {text!r}")
+    return history
+
+
 def _username(text: str) -> str:
     if not text or any(c.isspace() for c in text):
         raise ValueError(f"expected a user name without spaces, not {text!r}")
@@ -221,6 +232,7 @@ _FROM_TEXT: Final[dict[str, Callable[[str], object]]] = {
     "etcd_keyfile": _path,
     "etcd_username": _username,
     "etcd_password_file": _path,
+    "etcd_history": parse_history,
     "leader_ttl": parse_seconds,
     "join": parse_join,
     "advertise": _member_url,
@@ -301,6 +313,8 @@ def _file_value(key: str, value: object, file: str) -> object:
         return value
     if key == "metadata" and isinstance(value, dict):
         return _metadata_table(value, file)
+    if key == "etcd_history" and isinstance(value, int) and not isinstance(value, bool):
+        return _parsed(key, str(value), f"{file}: {key}")
     if key == "leader_ttl" and isinstance(value, int | float) and not isinstance(value, bool):
         return _parsed(key, str(value), f"{file}: {key}")
     if key == "join" and isinstance(value, list):
@@ -427,7 +441,14 @@ def agent_config(
     )
 
 
-_ETCD_OPTIONS: Final = ("etcd_cafile", "etcd_certfile", "etcd_keyfile", "etcd_username", "etcd_password_file")
+_ETCD_OPTIONS: Final = (
+    "etcd_cafile",
+    "etcd_certfile",
+    "etcd_keyfile",
+    "etcd_username",
+    "etcd_password_file",
+    "etcd_history",
+)
 
 
 def _registry(settings: Settings) -> tuple[EtcdSettings | None, Path | None]:
@@ -444,6 +465,7 @@ def _registry(settings: Settings) -> tuple[EtcdSettings | None, Path | None]:
             key_file=settings.etcd_keyfile,
             username=settings.etcd_username,
             password_file=settings.etcd_password_file,
+            history=settings.etcd_history,
         )
     except ValueError as exc:
         raise ConfigError(f"{flag_name('registry')}: {exc}") from None

@@ -26,6 +26,7 @@ SETTINGS: Final = (
     "etcd_keyfile",
     "etcd_username",
     "etcd_password_file",
+    "etcd_history",
     "leader_ttl",
     "join",
     "advertise",

@@ -42,6 +42,11 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "etcd_keyfile": ("FILE", "the client certificate's key"),
     "etcd_username": ("USER", "an etcd user to authenticate as (with --etcd-password-file)"),
     "etcd_password_file": ("FILE", "a file holding that user's password"),
+    "etcd_history": (
+        "N",
+        "revisions of etcd's history to keep, compacting the rest (default: 10000); 0 leaves compaction to etcd "
+        "(--auto-compaction-retention): do that on an etcd shared with other programs",
+    ),
     "leader_ttl": (
         "SECONDS",
         "how long a leader's term lasts unrenewed: a dead leader's successor takes over "

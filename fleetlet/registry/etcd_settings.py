@@ -4,6 +4,11 @@
 them) and, optionally, the key prefix fleetlet keeps its records under (default ``/fleetlet/``, so that one etcd can
 hold several clusters' registries, or other programs' keys beside them). ``etcds://`` is the same over TLS.
 
+Compaction: the registry keeps 10,000 revisions of etcd's history for watches to resume from and compacts the
+rest, as Kubernetes' API server compacts its etcd; compaction is etcd-wide, so on an etcd shared with other programs
+(or other fleetlet clusters under other prefixes) set the history to 0 and let etcd's own
+``--auto-compaction-retention`` decide.
+
 The URL holds no secret: a password on a command line is visible to every user of the machine (``ps``), so it is
 read from a file (``--etcd-password-file``), as a client key is. Nothing here connects: :func:`parse_etcd_url` is
 pure, and :meth:`EtcdSettings.registry` makes the registry object, which connects when entered.
@@ -17,6 +22,7 @@ from pathlib import Path
 from fleetlet.clock import Clock
 from fleetlet.registry.etcd import EtcdRegistry
 from fleetlet.registry.etcd_layout import DEFAULT_PREFIX
+from fleetlet.registry.protocol import DEFAULT_HISTORY
 
 SCHEMES = {"etcd": "http", "etcds": "https"}
 DEFAULT_PORT = 2379
@@ -33,6 +39,8 @@ class EtcdSettings:
     key_file: Path | None = None
     username: str | None = None
     password_file: Path | None = None
+    # Revisions of etcd's history the registry keeps, compacting the rest; None: etcd's own compaction rules.
+    history: int | None = DEFAULT_HISTORY
 
     @property
     def tls(self) -> bool:
@@ -53,6 +61,7 @@ class EtcdSettings:
         key_file: Path | None = None,
         username: str | None = None,
         password_file: Path | None = None,
+        history: int | None = None,
     ) -> EtcdSettings:
         """These settings with the options given (None: keep what they have); ValueError for a combination that
         cannot work, so that it fails at start rather than at the first call."""
@@ -63,6 +72,7 @@ class EtcdSettings:
             key_file=key_file or self.key_file,
             username=username or self.username,
             password_file=password_file or self.password_file,
+            history=self.history if history is None else history or None,  # 0: leave it to etcd
         )
         if not merged.tls and (merged.ca_file or merged.cert_file or merged.key_file):
             raise ValueError(f"{merged.url}: TLS files given for a plain etcd:// registry (use etcds://)")
@@ -84,6 +94,7 @@ class EtcdSettings:
             self.endpoints,
             clock=clock,
             prefix=self.prefix,
+            history=self.history,
             ca_file=self.ca_file,
             cert_file=self.cert_file,
             key_file=self.key_file,

@@ -28,6 +28,7 @@ from fleetlet.cluster.websocket import GossipEndpoint, WebSocketDialer
 from fleetlet.events.hub import EventHub
 from fleetlet.events.model import Event
 from fleetlet.exec.docker_runtime import DockerRuntime
+from fleetlet.registry.etcd_settings import parse_etcd_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -166,4 +167,7 @@ async def test_a_short_cluster_key_and_a_join_with_nobody_to_join_are_refused_at
             pass
     with pytest.raises(AgentStartupError, match="--join needs --listen"):
         async with Agent(agent_config(state_dir, docker, host=None, join=("http://127.0.0.1:9",))):
+            pass
+    with pytest.raises(AgentStartupError, match="--registry etcd:// needs --listen"):
+        async with Agent(agent_config(state_dir, docker, host=None, etcd=parse_etcd_url("etcd://127.0.0.1:9"))):
             pass

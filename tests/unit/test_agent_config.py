@@ -120,6 +120,7 @@ LAYERS = [
         "etcd_password_file", "/flag.pw", "/env.pw", 'etcd_password_file = "/file.pw"',
         Path("/flag.pw"), Path("/env.pw"), Path("/file.pw"), Path("/base.pw"),
     ),
+    Layers("etcd_history", "0", "5", "etcd_history = 7", None, 5, 7, 10_000),
     Layers("leader_ttl", "7", "8s", "leader_ttl = 9", 7.0, 8.0, 9.0, DEFAULT_LEADER_TTL),
     Layers(
         "join", "10.0.0.1:1", "http://10.0.0.2:2,http://10.0.0.3:3", 'join = ["http://10.0.0.4:4"]',
@@ -149,6 +150,7 @@ VIEW: dict[str, Callable[[AgentConfig], object]] = {
     "etcd_keyfile": lambda c: c.etcd.key_file if c.etcd else None,
     "etcd_username": lambda c: c.etcd.username if c.etcd else None,
     "etcd_password_file": lambda c: c.etcd.password_file if c.etcd else None,
+    "etcd_history": lambda c: c.etcd.history if c.etcd else None,
     "leader_ttl": lambda c: c.leader_ttl,
     "join": lambda c: c.join,
     "advertise": lambda c: c.advertise,
@@ -165,6 +167,7 @@ _BELOW = {
     "etcd_keyfile": Settings(registry=_TLS, etcd_certfile=Path("/base.crt"), etcd_keyfile=Path("/base.key")),
     "etcd_username": Settings(registry=_TLS, etcd_username="base", etcd_password_file=Path("/base.pw")),
     "etcd_password_file": Settings(registry=_TLS, etcd_username="base", etcd_password_file=Path("/base.pw")),
+    "etcd_history": Settings(registry=_TLS),
 }
 
 
@@ -408,8 +411,8 @@ def test_environment_errors(variable: str, text: str, message: str) -> None:
             'zookeeper = "127.0.0.1:2181"',
             "fleetlet.toml: unknown setting 'zookeeper' "
             "(settings: listen, state_dir, machine_id, metadata, public_ip, docker_host, registry, etcd_cafile,"
-            " etcd_certfile, etcd_keyfile, etcd_username, etcd_password_file, leader_ttl, join, advertise,"
-            " cluster_key, purge)",
+            " etcd_certfile, etcd_keyfile, etcd_username, etcd_password_file, etcd_history, leader_ttl, join,"
+            " advertise, cluster_key, purge)",
         ),
         ("listen = 49153", "fleetlet.toml: listen: expected a string, not an integer"),
         ('listen = "49153"', "fleetlet.toml: listen: expected HOST:PORT, not '49153'"),
