@@ -192,9 +192,11 @@ class TimedEtcdRegistry(EtcdRegistry):
         super().__init__(endpoints)
         self.writes = writes
 
-    async def set_machine(self, unit: str, machine_id: str, *, expect_revision: int | None = None) -> int:
+    async def set_machine(
+        self, unit: str, machine_id: str, *, expect_revision: int | None = None, term: int | None = None
+    ) -> int:
         self.writes.started()
-        revision = await super().set_machine(unit, machine_id, expect_revision=expect_revision)
+        revision = await super().set_machine(unit, machine_id, expect_revision=expect_revision, term=term)
         self.writes.finished()
         return revision
 
@@ -206,9 +208,11 @@ class TimedSqliteRegistry(SqliteRegistry):
         super().__init__(path, SystemClock())
         self.writes = writes
 
-    async def set_machine(self, unit: str, machine_id: str, *, expect_revision: int | None = None) -> int:
+    async def set_machine(
+        self, unit: str, machine_id: str, *, expect_revision: int | None = None, term: int | None = None
+    ) -> int:
         self.writes.started()
-        revision = await super().set_machine(unit, machine_id, expect_revision=expect_revision)
+        revision = await super().set_machine(unit, machine_id, expect_revision=expect_revision, term=term)
         self.writes.finished()
         return revision
 

@@ -174,6 +174,33 @@ class RegistryContract:
         assert await registry.delete_unit("a.service", expect_revision=3) == 4
 
     @pytest.mark.anyio
+    async def test_a_write_fenced_by_a_term_lands_only_in_that_term(self, registry: Registry) -> None:
+        await registry.put_unit("a.service", unit())
+        await registry.put_unit("b.service", unit())
+        first = await registry.campaign("m1", ttl=10)
+        assert first is not None
+        placed = await registry.set_machine("a.service", "m1", expect_revision=0, term=first.revision)
+        assert await registry.set_machine("b.service", "m1", term=first.revision) == placed + 1
+        await registry.resign(first)
+        after = await registry.revision()
+        # A write of the old leader, delayed past its term: refused, and nothing written.
+        with pytest.raises(LeadershipLost):
+            await registry.set_machine("a.service", "m2", expect_revision=placed, term=first.revision)
+        with pytest.raises(LeadershipLost):
+            await registry.set_machine("c.service", "m2", expect_revision=0, term=first.revision)
+        with pytest.raises(LeadershipLost):
+            await registry.clear_machine("b.service", term=first.revision)
+        second = await registry.campaign("m2", ttl=10)
+        assert second is not None
+        with pytest.raises(LeadershipLost):  # still the old term's, though a term is on again
+            await registry.set_machine("a.service", "m2", term=first.revision)
+        assert await registry.revision() == second.revision == after + 1
+        assert await registry.set_machine("a.service", "m2", term=second.revision) == second.revision + 1
+        assert await registry.clear_machine("b.service", term=second.revision) == second.revision + 2
+        entries = (await registry.schedule()).entries
+        assert {name: entry.machine_id for name, entry in entries.items()} == {"a.service": "m2"}
+
+    @pytest.mark.anyio
     async def test_deposed_leaders_stale_decision_conflicts(self, registry: Registry) -> None:
         await registry.put_unit("a.service", unit())
         await registry.set_machine("a.service", "m1", expect_revision=0)  # the old leader's decision

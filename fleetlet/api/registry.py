@@ -114,6 +114,10 @@ def _expect(args: Json) -> int | None:
     return None if args.get("expectRevision") is None else json_int(args, "expectRevision")
 
 
+def _term(args: Json) -> int | None:
+    return None if args.get("term") is None else json_int(args, "term")
+
+
 async def _revision(registry: Registry, args: Json) -> Json:
     return {"revision": await registry.revision()}
 
@@ -156,11 +160,12 @@ async def _machine_schedule(registry: Registry, args: Json) -> Json:
 
 async def _set_machine(registry: Registry, args: Json) -> Json:
     unit, machine = json_str(args, "unit"), json_str(args, "machineId")
-    return {"revision": await registry.set_machine(unit, machine, expect_revision=_expect(args))}
+    return {"revision": await registry.set_machine(unit, machine, expect_revision=_expect(args), term=_term(args))}
 
 
 async def _clear_machine(registry: Registry, args: Json) -> Json:
-    return {"revision": await registry.clear_machine(json_str(args, "unit"), expect_revision=_expect(args))}
+    unit = json_str(args, "unit")
+    return {"revision": await registry.clear_machine(unit, expect_revision=_expect(args), term=_term(args))}
 
 
 async def _leader(registry: Registry, args: Json) -> Json:

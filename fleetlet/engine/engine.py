@@ -10,6 +10,9 @@ means another writer got there first: the engine re-reads the schedule and decid
 
 Leadership is checked on the injected clock before every write, renewed at a third of the TTL, and dropped at once
 when the watch shows the record changing hands, so a deposed engine stops deciding before its successor starts.
+Every write is also fenced by the term (the leader record's revision) in the registry itself, in the same atomic
+step: a write sent just before the term ended, and delayed past it, is refused rather than landing after the
+successor has decided.
 """
 
 from __future__ import annotations
@@ -384,14 +387,19 @@ class Engine:
     async def _write(self, decision: Decision) -> bool:
         """Write one decision against the entry's revision as last seen; False if it was not (no longer leading,
         or a conflict)."""
-        if not self.leading:
+        lease = self._lease
+        if lease is None or not self.leading:
             return False
         expect = self.mirror.entry_revision(decision.unit)
+        unit, machine, term = decision.unit, decision.machine, lease.revision  # fenced: lands only in this term
         try:
-            if decision.machine is None:
-                revision = await self._registry.clear_machine(decision.unit, expect_revision=expect)
+            if machine is None:
+                revision = await self._registry.clear_machine(unit, expect_revision=expect, term=term)
             else:
-                revision = await self._registry.set_machine(decision.unit, decision.machine, expect_revision=expect)
+                revision = await self._registry.set_machine(unit, machine, expect_revision=expect, term=term)
+        except LeadershipLost as exc:
+            self._depose(f"a write found the term over ({exc})")
+            return False
         except (RegistryConflict, UnitNotFound) as exc:
             log.info(
                 "not applying %s %s: %s; reading the schedule and deciding again", decision.kind, decision.unit, exc

@@ -29,15 +29,16 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from fleetlet.clock import Clock, SystemClock
-from fleetlet.registry.errors import RegistryClosed, RegistryError, UnitNotFound
+from fleetlet.registry.errors import LeadershipLost, RegistryClosed, RegistryError, UnitNotFound
 from fleetlet.registry.etcd_directory import DIRECTORY_TTL, MemberDirectory
 from fleetlet.registry.etcd_gateway import CALL_TIMEOUT, CompactedError, Gateway, Json, KeyValue, header_revision
-from fleetlet.registry.etcd_keyspace import Keyspace, fleetlet_revision, kvs
-from fleetlet.registry.etcd_layout import DEFAULT_PREFIX, PLACEMENT_PREFIX, Layout, from_etcd, text_key
+from fleetlet.registry.etcd_keyspace import Keyspace, first_kv, fleetlet_revision, kvs
+from fleetlet.registry.etcd_layout import DEFAULT_PREFIX, PLACEMENT_PREFIX, Layout, from_etcd, text_key, to_etcd
 from fleetlet.registry.etcd_leader import LeaderTerms
 from fleetlet.registry.etcd_texts import Texts
 from fleetlet.registry.etcd_watch import PROBE_SECONDS, follow
 from fleetlet.registry.model import (
+    LEADER_KEY,
     SCHEDULE_PREFIX,
     UNITS_PREFIX,
     Change,
@@ -248,19 +249,21 @@ class EtcdRegistry:
 
     # --- the schedule --------------------------------------------------------------------------------------------
 
-    async def set_machine(self, unit: str, machine_id: str, *, expect_revision: int | None = None) -> int:
+    async def set_machine(
+        self, unit: str, machine_id: str, *, expect_revision: int | None = None, term: int | None = None
+    ) -> int:
         keys = self._keys
         if expect_revision == 0:
             # The leader placing a unit that is on no machine, most of its writes: the caller's expectation is
             # the compare, and there is no old entry to delete, so one txn does without the read. Should it fail,
-            # the read below tells a conflict from a unit that is gone.
-            answer = await keys.txn(
-                [keys.exists(unit_key(unit)), keys.mod_is(_placement_key(unit), 0)], self._placed(unit, machine_id)
-            )
+            # the read below tells a conflict from a unit that is gone or a term that is over.
+            compare = [keys.exists(unit_key(unit)), keys.mod_is(_placement_key(unit), 0), *self._fence(term)]
+            answer = await keys.txn(compare, self._placed(unit, machine_id))
             if answer.get("succeeded"):
                 return await self._written(answer)
         while True:
-            record, placed = await keys.read(unit_key(unit), _placement_key(unit))
+            record, placed, leader = await keys.read(unit_key(unit), _placement_key(unit), LEADER_KEY)
+            _check_fence(term, leader)
             old = _machine(placed) if placed is not None else None
             check_conflict(schedule_key(old or machine_id, unit), expect_revision, fleetlet_revision(placed))
             if record is None:
@@ -272,6 +275,7 @@ class EtcdRegistry:
             compare = [
                 keys.created_at(unit_key(unit), record.create_revision),  # the unit as read, still there
                 keys.mod_is(_placement_key(unit), placed.mod_revision if placed else 0),
+                *self._fence(term),
             ]
             answer = await keys.txn(compare, ops)
             if answer.get("succeeded"):
@@ -285,16 +289,24 @@ class EtcdRegistry:
             keys.put_op(_placement_key(unit), machine_id.encode("utf-8")),
         ]
 
-    async def clear_machine(self, unit: str, *, expect_revision: int | None = None) -> int:
+    def _fence(self, term: int | None) -> list[Json]:
+        """The compare that holds a write to a leader's term: the leader key as that campaign wrote it. The key goes
+        with its lease, and only a campaign writes it, so the compare fails once the term is over."""
+        return [] if term is None else [self._keys.mod_is(LEADER_KEY, to_etcd(term))]
+
+    async def clear_machine(self, unit: str, *, expect_revision: int | None = None, term: int | None = None) -> int:
         keys = self._keys
         while True:
-            placed, revision = await keys.get(_placement_key(unit))
+            answer = await keys.txn([], [keys.get_op(_placement_key(unit)), keys.get_op(LEADER_KEY)])
+            placed, revision = first_kv(answer, 0), header_revision(answer)
+            _check_fence(term, first_kv(answer, 1))
             old = _machine(placed) if placed is not None else "-"
             check_conflict(schedule_key(old, unit), expect_revision, fleetlet_revision(placed))
             if placed is None:
                 return from_etcd(revision)  # not placed: nothing written
             ops = [keys.delete_op(schedule_key(old, unit)), keys.delete_op(_placement_key(unit))]
-            answer = await keys.txn([keys.mod_is(_placement_key(unit), placed.mod_revision)], ops)
+            compare = [keys.mod_is(_placement_key(unit), placed.mod_revision), *self._fence(term)]
+            answer = await keys.txn(compare, ops)
             if answer.get("succeeded"):
                 return await self._written(answer)
 
@@ -365,6 +377,13 @@ class EtcdRegistry:
             # The write succeeded: a compaction that failed is only history kept longer.
             log.warning("etcd not compacted at revision %d (%s); trying again after later writes", target, exc)
             self._compacted = 0
+
+
+def _check_fence(term: int | None, leader: KeyValue | None) -> None:
+    """LeadershipLost when a fenced write's term is not the one the leader key holds (or there is none)."""
+    actual = fleetlet_revision(leader)
+    if term is not None and actual != term:
+        raise LeadershipLost(LEADER_KEY, term, actual, f"term {term} is over")
 
 
 def _machine(placement: KeyValue) -> str:

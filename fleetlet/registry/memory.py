@@ -27,6 +27,7 @@ from fleetlet.registry.model import (
     UnitRecord,
     check_conflict,
     check_desired_state,
+    check_term,
     page_token,
     schedule_key,
     text_hash,
@@ -157,8 +158,11 @@ class MemoryRegistry:
         mine = {unit: entry for unit, entry in self._schedule.items() if entry.machine_id == machine_id}
         return ScheduleView(mine, self._revision)
 
-    async def set_machine(self, unit: str, machine_id: str, *, expect_revision: int | None = None) -> int:
+    async def set_machine(
+        self, unit: str, machine_id: str, *, expect_revision: int | None = None, term: int | None = None
+    ) -> int:
         await self._enter()
+        check_term(term, self._leader, self._clock.time())
         old = self._schedule.get(unit)
         check_conflict(
             schedule_key(old.machine_id if old else machine_id, unit), expect_revision, old.revision if old else 0
@@ -173,8 +177,9 @@ class MemoryRegistry:
         changes.append((schedule_key(machine_id, unit), entry))
         return self._commit(*changes)
 
-    async def clear_machine(self, unit: str, *, expect_revision: int | None = None) -> int:
+    async def clear_machine(self, unit: str, *, expect_revision: int | None = None, term: int | None = None) -> int:
         await self._enter()
+        check_term(term, self._leader, self._clock.time())
         old = self._schedule.get(unit)
         check_conflict(schedule_key(old.machine_id if old else "-", unit), expect_revision, old.revision if old else 0)
         if old is None:

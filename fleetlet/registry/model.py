@@ -19,7 +19,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal, TypeAlias, get_args
 
-from fleetlet.registry.errors import RegistryConflict
+from fleetlet.registry.errors import LeadershipLost, RegistryConflict
 
 DesiredState: TypeAlias = Literal["inactive", "loaded", "launched"]
 DESIRED_STATES: tuple[DesiredState, ...] = get_args(DesiredState)
@@ -131,6 +131,14 @@ def token_name(token: str | None) -> str | None:
         return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"invalid page token {token!r}") from exc
+
+
+def check_term(term: int | None, current: LeaderRecord | None, now: float) -> None:
+    """Raise LeadershipLost when a fenced write's term is not the leader record's, unexpired, at ``now``."""
+    live = current if current is not None and current.expires_at > now else None
+    if term is not None and (live is None or live.revision != term):
+        holder = f"machine {live.machine_id} leads (term {live.revision})" if live else "nobody leads"
+        raise LeadershipLost(LEADER_KEY, term, live.revision if live else 0, f"term {term} is over: {holder}")
 
 
 def check_conflict(key: str, expect_revision: int | None, actual: int) -> None:

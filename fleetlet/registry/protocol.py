@@ -56,11 +56,18 @@ class Registry(Protocol):
     async def machine_schedule(self, machine_id: str) -> ScheduleView:
         """The units placed on one machine: what its agent runs."""
 
-    async def set_machine(self, unit: str, machine_id: str, *, expect_revision: int | None = None) -> int:
-        """Place an existing unit on ``machine_id`` (moving it if placed elsewhere); UnitNotFound if no such unit."""
+    async def set_machine(
+        self, unit: str, machine_id: str, *, expect_revision: int | None = None, term: int | None = None
+    ) -> int:
+        """Place an existing unit on ``machine_id`` (moving it if placed elsewhere); UnitNotFound if no such unit.
 
-    async def clear_machine(self, unit: str, *, expect_revision: int | None = None) -> int:
-        """Unplace the unit; the revision unchanged when it was not placed (nothing written)."""
+        ``term`` fences the write: it applies only while the leader record's revision is ``term`` and unexpired,
+        in the same atomic step, else LeadershipLost. A leader passes its own, so that a write it sent before it
+        was deposed cannot land after its successor has decided.
+        """
+
+    async def clear_machine(self, unit: str, *, expect_revision: int | None = None, term: int | None = None) -> int:
+        """Unplace the unit; the revision unchanged when it was not placed (nothing written). ``term`` as above."""
 
     # --- the leader record -------------------------------------------------------------------------------------
 

@@ -139,12 +139,14 @@ class RemoteRegistry:
     async def machine_schedule(self, machine_id: str) -> ScheduleView:
         return decode_schedule(await self._call("machine-schedule", {"machineId": machine_id}))
 
-    async def set_machine(self, unit: str, machine_id: str, *, expect_revision: int | None = None) -> int:
-        args = {"unit": unit, "machineId": machine_id, "expectRevision": expect_revision}
+    async def set_machine(
+        self, unit: str, machine_id: str, *, expect_revision: int | None = None, term: int | None = None
+    ) -> int:
+        args = {"unit": unit, "machineId": machine_id, "expectRevision": expect_revision, "term": term}
         return json_int(await self._call("set-machine", args), "revision")
 
-    async def clear_machine(self, unit: str, *, expect_revision: int | None = None) -> int:
-        args = {"unit": unit, "expectRevision": expect_revision}
+    async def clear_machine(self, unit: str, *, expect_revision: int | None = None, term: int | None = None) -> int:
+        args = {"unit": unit, "expectRevision": expect_revision, "term": term}
         return json_int(await self._call("clear-machine", args), "revision")
 
     async def leader(self) -> LeaderRecord | None:

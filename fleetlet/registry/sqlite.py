@@ -37,6 +37,7 @@ from fleetlet.registry.model import (
     UnitRecord,
     check_conflict,
     check_desired_state,
+    check_term,
     page_token,
     schedule_key,
     text_hash,
@@ -232,8 +233,13 @@ class SqliteRegistry:
             lambda conn: ScheduleView(store.schedule_rows(conn, machine_id), store.meta(conn, "revision"))
         )
 
-    async def set_machine(self, unit: str, machine_id: str, *, expect_revision: int | None = None) -> int:
+    async def set_machine(
+        self, unit: str, machine_id: str, *, expect_revision: int | None = None, term: int | None = None
+    ) -> int:
+        now = self._clock.time()
+
         def place(tx: store.Tx) -> int:
+            check_term(term, store.leader_row(tx.conn), now)
             old = store.schedule_row(tx.conn, unit)
             key = schedule_key(old.machine_id if old else machine_id, unit)
             check_conflict(key, expect_revision, old.revision if old else 0)
@@ -250,8 +256,11 @@ class SqliteRegistry:
 
         return await self._write(place)
 
-    async def clear_machine(self, unit: str, *, expect_revision: int | None = None) -> int:
+    async def clear_machine(self, unit: str, *, expect_revision: int | None = None, term: int | None = None) -> int:
+        now = self._clock.time()
+
         def clear(tx: store.Tx) -> int:
+            check_term(term, store.leader_row(tx.conn), now)
             old = store.schedule_row(tx.conn, unit)
             check_conflict(
                 schedule_key(old.machine_id if old else "-", unit), expect_revision, old.revision if old else 0

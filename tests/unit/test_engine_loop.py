@@ -213,10 +213,12 @@ class RacingRegistry(MemoryRegistry):
         self.race = (unit, machine)
         self.raced_revision = 0
 
-    async def set_machine(self, unit: str, machine_id: str, *, expect_revision: int | None = None) -> int:
+    async def set_machine(
+        self, unit: str, machine_id: str, *, expect_revision: int | None = None, term: int | None = None
+    ) -> int:
         if unit == self.race[0] and not self.raced_revision:
             self.raced_revision = await super().set_machine(unit, self.race[1])
-        return await super().set_machine(unit, machine_id, expect_revision=expect_revision)
+        return await super().set_machine(unit, machine_id, expect_revision=expect_revision, term=term)
 
 
 @pytest.mark.anyio
@@ -442,16 +444,20 @@ class GatedRegistry(MemoryRegistry):
         self.most_in_flight = 0
         self.conflict_on: str | None = None  # a unit whose write another writer got to first
         self.written: list[tuple[str, str]] = []  # the engine's writes that succeeded
+        self.terms: set[int | None] = set()  # the terms the engine's writes were fenced by
 
-    async def set_machine(self, unit: str, machine_id: str, *, expect_revision: int | None = None) -> int:
+    async def set_machine(
+        self, unit: str, machine_id: str, *, expect_revision: int | None = None, term: int | None = None
+    ) -> int:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.terms.add(term)
         try:
             await self.gate.wait()
             if unit == self.conflict_on:
                 self.conflict_on = None
                 await super().set_machine(unit, C)  # the other writer's decision: the entry's revision moves on
-            revision = await super().set_machine(unit, machine_id, expect_revision=expect_revision)
+            revision = await super().set_machine(unit, machine_id, expect_revision=expect_revision, term=term)
             self.written.append((unit, machine_id))
             return revision
         finally:
@@ -470,6 +476,9 @@ async def test_a_pass_writes_its_placements_several_at_a_time(clock: ManualClock
         registry.gate.set()
         await settled(clock)
         placed = await placements(registry)
+        leader = await registry.leader()
+    assert leader is not None
+    assert registry.terms == {leader.revision}  # every write fenced by the engine's own term
     assert len(placed) == 40
     assert sorted(collections.Counter(placed.values()).values()) == [20, 20]
     assert sum(line.startswith("placed ") for line in decisions) == 40
