@@ -62,7 +62,11 @@ class MemberDirectory:
         if not lease:
             raise RegistryError(f"etcd granted no lease for the member directory: {answer.get('error', answer)}")
         value = orjson.dumps({"address": address})
-        await self._keys.put(_key(machine_id), value, lease=lease)
+        try:
+            await self._keys.put(_key(machine_id), value, lease=lease)
+        except BaseException:
+            await self._revoke(lease)  # holding nothing: not left to expire a TTL later
+            raise
         return lease
 
     async def run(

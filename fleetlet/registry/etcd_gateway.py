@@ -26,7 +26,7 @@ import orjson
 
 from fleetlet.registry.errors import RegistryAuthError, RegistryClosed, RegistryError, RegistryUnavailable
 from fleetlet.registry.etcd_auth import TokenRefused, Tokens, not_enabled, refuses_token, user_refused, watch_refusal
-from fleetlet.registry.etcd_tls import client_context, handshake_refused
+from fleetlet.registry.etcd_tls import certificate_refused, client_context, handshake_refused
 
 Json = dict[str, Any]
 CALL_TIMEOUT = 10.0
@@ -191,7 +191,12 @@ class Gateway:
                 for line in lines:
                     if not line.strip():
                         continue
-                    message = _message(_decode(line, 200, _origin(response)))
+                    try:
+                        message = _message(_decode(line, 200, _origin(response)))
+                    except TokenRefused as exc:
+                        if delivered:  # as below: a retry would start the stream over, repeating what went out
+                            raise RegistryUnavailable(exc.endpoint, exc.message) from exc
+                        raise
                     refusal = watch_refusal(message)
                     if refusal is not None:
                         # Retried with a new token only if nothing was delivered: a retry starts the stream over.
@@ -287,7 +292,7 @@ class Gateway:
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 if self.closed:
                     raise RegistryClosed("the registry was closed") from exc
-                tls = handshake_refused(exc)
+                tls = certificate_refused(exc)
                 if tls is not None:
                     # A TLS 1.3 server refuses a client certificate after the client's side of the handshake is
                     # done, so the refusal breaks the request's read: the request never reached etcd.

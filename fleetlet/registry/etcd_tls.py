@@ -60,6 +60,18 @@ def handshake_refused(exc: BaseException) -> str | None:
     return f"TLS handshake failed ({reason})"
 
 
+def certificate_refused(exc: BaseException) -> str | None:
+    """:func:`handshake_refused`'s message, but only for a certificate refused or not trusted: the one TLS failure
+    that may break a request's first read although etcd never received the request (TLS 1.3 judges the client's
+    certificate after the client has sent). Any other TLS error after sending may follow an applied write."""
+    cause = _ssl_error(exc)
+    if cause is None:
+        return None
+    if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE" in _ssl_reason(cause).upper():
+        return handshake_refused(exc)
+    return None
+
+
 def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
     """The SSLError behind ``exc``, if any: in its causes, or held by aiohttp's wrappers of it (which are
     SSLErrors themselves, without the original's details)."""
