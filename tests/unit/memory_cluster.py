@@ -5,7 +5,9 @@ metadata), a :class:`Gossiper` on a shared :class:`MemoryNetwork`, a :class:`Sup
 :class:`FakeRuntime` (one engine per machine, as on real machines: container names never clash across nodes, and
 a killed node's containers stay where they were), and a :class:`Reconciler` over the one shared
 :class:`MemoryRegistry` (the server's). The first node also runs the :class:`Engine` over the members its gossiper
-sees as placeable, as the embedded server does; the others are joined agents that only run what it places.
+sees as placeable, as the embedded server does; the others are joined agents that only run what it places. With
+``every_node_leads`` every node runs an engine, as agents on etcd do: they campaign for the registry's leader
+record, one leads, and another takes over when it dies.
 
 The wiring copies :meth:`fleetlet.agent.agent.Agent._start` and :class:`fleetlet.agent.gossip.AgentGossip`, minus
 the API, the event hub and unit-state dissemination (placement reads none of them): a metadata change updates the
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
 
 from fleetlet.agent.machine import LocalMachine
 from fleetlet.agent.node import Node as UnitNode
@@ -39,14 +42,17 @@ from fleetlet.cluster.gossiper import Gossiper, GossipSettings
 from fleetlet.cluster.membership import MembershipEvent, Status
 from fleetlet.cluster.memory_network import MemoryNetwork
 from fleetlet.cluster.records import MachineRecord
-from fleetlet.engine.engine import Engine
+from fleetlet.engine.engine import DEFAULT_LEASE_TTL, Engine
 from fleetlet.engine.snapshot import MachineSpec
 from fleetlet.exec.fake_runtime import FakeRuntime
 from fleetlet.exec.runtime import LABEL_MACHINE, LABEL_UNIT
 from fleetlet.exec.subprocess_runner import FakeProcessRunner
 from fleetlet.registry import MemoryRegistry
-from fleetlet.registry.model import DesiredState
+from fleetlet.registry.errors import RegistryUnavailable
+from fleetlet.registry.model import Change, DesiredState, LeaderRecord, ScheduleView, UnitPage, UnitRecord
+from fleetlet.registry.protocol import DEFAULT_PAGE
 from fleetlet.service.journal import Journal, MemoryJournal
+from fleetlet.units.model import UnitFile
 from fleetlet.units.specifiers import MachineFacts
 from fleetlet.units.syntax import parse
 
@@ -63,6 +69,75 @@ def unit_text(x_fleet: str = "") -> str:
     return SLEEPER + (f"\n[X-Fleet]\n{x_fleet}\n" if x_fleet else "")
 
 
+class RegistryLink:
+    """The shared registry as one node's engine reaches it. :meth:`cut` (a ``kill -9``) fails every later call,
+    so the killed engine cannot resign on its way out, as a killed agent cannot: its term must run out."""
+
+    def __init__(self, registry: MemoryRegistry) -> None:
+        self._registry = registry
+        self._cut = False
+
+    def cut(self) -> None:
+        self._cut = True
+
+    def _reach(self) -> MemoryRegistry:
+        if self._cut:
+            raise RegistryUnavailable("mem://registry", "the node was killed")
+        return self._registry
+
+    async def revision(self) -> int:
+        return await self._reach().revision()
+
+    async def get_unit(self, name: str) -> UnitRecord | None:
+        return await self._reach().get_unit(name)
+
+    async def list_units(self, *, limit: int = DEFAULT_PAGE, after: str | None = None) -> UnitPage:
+        return await self._reach().list_units(limit=limit, after=after)
+
+    async def put_unit(
+        self, name: str, unit: UnitFile, *, desired_state: DesiredState = "inactive", expect_revision: int | None = None
+    ) -> int:
+        return await self._reach().put_unit(name, unit, desired_state=desired_state, expect_revision=expect_revision)
+
+    async def set_desired_state(self, name: str, state: DesiredState, *, expect_revision: int | None = None) -> int:
+        return await self._reach().set_desired_state(name, state, expect_revision=expect_revision)
+
+    async def delete_unit(self, name: str, *, expect_revision: int | None = None) -> int:
+        return await self._reach().delete_unit(name, expect_revision=expect_revision)
+
+    async def schedule(self) -> ScheduleView:
+        return await self._reach().schedule()
+
+    async def machine_schedule(self, machine_id: str) -> ScheduleView:
+        return await self._reach().machine_schedule(machine_id)
+
+    async def set_machine(
+        self, unit: str, machine_id: str, *, expect_revision: int | None = None, term: int | None = None
+    ) -> int:
+        return await self._reach().set_machine(unit, machine_id, expect_revision=expect_revision, term=term)
+
+    async def clear_machine(self, unit: str, *, expect_revision: int | None = None, term: int | None = None) -> int:
+        return await self._reach().clear_machine(unit, expect_revision=expect_revision, term=term)
+
+    async def leader(self) -> LeaderRecord | None:
+        return await self._reach().leader()
+
+    async def campaign(self, machine_id: str, ttl: float) -> LeaderRecord | None:
+        return await self._reach().campaign(machine_id, ttl)
+
+    async def renew(self, record: LeaderRecord, ttl: float) -> LeaderRecord:
+        return await self._reach().renew(record, ttl)
+
+    async def resign(self, record: LeaderRecord) -> None:
+        await self._reach().resign(record)
+
+    async def watch(self, from_revision: int, sink: MemoryObjectSendStream[Change], *, prefix: str = "") -> None:
+        await self._reach().watch(from_revision, sink, prefix=prefix)
+
+    async def aclose(self) -> None:
+        """The registry is the cluster's: a node's link closes nothing."""
+
+
 @dataclass(eq=False)
 class ClusterNode:
     """One machine. Its runtime and metadata outlive the agent: a restart gets a fresh gossiper, supervisor and
@@ -77,6 +152,7 @@ class ClusterNode:
     gossiper: Gossiper | None = None
     supervisor: Supervisor | None = None
     engine: Engine | None = None
+    link: RegistryLink | None = None
     scope: anyio.CancelScope | None = None
     events: list[tuple[float, MembershipEvent]] = field(default_factory=list)  # (when heard, what)
     starts: int = 0
@@ -120,8 +196,13 @@ class MemoryCluster:
         network: MemoryNetwork,
         tg: TaskGroup,
         settings: GossipSettings,
+        *,
+        every_node_leads: bool = False,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
     ) -> None:
         self.clock = clock
+        self.every_node_leads = every_node_leads
+        self.lease_ttl = lease_ttl
         self.network = network
         self.registry = registry
         self.settings = settings
@@ -142,7 +223,7 @@ class MemoryCluster:
             format(index + 1, "x") * 32,
             dict(metadata or {}),
             FakeRuntime(self.clock),
-            runs_engine=index == 0,
+            runs_engine=index == 0 or self.every_node_leads,
         )
         self.nodes.append(node)
         await self._start(node)
@@ -150,7 +231,16 @@ class MemoryCluster:
 
     @property
     def leader(self) -> ClusterNode:
-        return self.nodes[0]
+        """The node whose engine leads now; the first node (the server) unless every node may lead."""
+        if not self.every_node_leads:
+            return self.nodes[0]
+        leading = [node for node in self.nodes if node.alive and node.engine is not None and node.engine.leading]
+        assert len(leading) == 1, f"{len(leading)} nodes lead"
+        return leading[0]
+
+    def leading(self) -> list[ClusterNode]:
+        """The running nodes whose engines think they lead: never more than one."""
+        return [node for node in self.nodes if node.alive and node.engine is not None and node.engine.leading]
 
     @property
     def engine(self) -> Engine:
@@ -164,6 +254,8 @@ class MemoryCluster:
         assert node.alive, "the node is not running"
         assert node.scope is not None
         self.network.detach(node.address)
+        if node.link is not None:
+            node.link.cut()
         node.scope.cancel()
 
     async def restart(self, node: ClusterNode) -> None:
@@ -177,7 +269,10 @@ class MemoryCluster:
         node.starts += 1
         node.events = []
         node.local = local = LocalMachine(MachineSpec(node.machine_id, node.metadata))
-        seeds = () if node.runs_engine else (self.leader.address,)
+        # Joined through the first node, as ``--join`` names the server; on etcd the member directory names any
+        # live member, the first node included while it runs.
+        others = [other.address for other in self.nodes if other is not node and other.alive]
+        seeds = tuple(others[:1]) if self.every_node_leads else () if node.runs_engine else (self.nodes[0].address,)
         node.gossiper = gossiper = Gossiper(
             _record(node.machine_id, node.address, node.metadata),
             self.network.dialer(node.address),
@@ -209,12 +304,15 @@ class MemoryCluster:
             async with anyio.create_task_group() as tg:
                 await tg.start(gossiper.run)
                 if node.runs_engine:
+                    node.link = RegistryLink(self.registry)
                     node.engine = engine = Engine(
-                        self.registry,
+                        node.link,
                         lambda: [record.spec for record in gossiper.placeable()],
                         clock,
                         machine_id=node.machine_id,
+                        lease_ttl=self.lease_ttl,
                         on_unplaceable=self.unplaceable_reports.append,
+                        membership_grace=self.settings.join_timeout if self.every_node_leads else 0.0,
                     )
                     local.subscribe(engine.machines_changed)
                     await tg.start(engine.run)
@@ -340,10 +438,20 @@ def _record(machine_id: str, address: str, metadata: Mapping[str, str]) -> Machi
 
 
 @asynccontextmanager
-async def memory_cluster(settings: GossipSettings | None = None) -> AsyncIterator[MemoryCluster]:
+async def memory_cluster(
+    settings: GossipSettings | None = None, *, every_node_leads: bool = False, lease_ttl: float = DEFAULT_LEASE_TTL
+) -> AsyncIterator[MemoryCluster]:
     """An empty cluster; add nodes with :meth:`MemoryCluster.add`. Everything is cancelled when the block ends."""
     clock = ManualClock()
     # The registry outlives the nodes' tasks, so that the engine's resignation on the way out still reaches it.
     async with MemoryRegistry(clock) as registry, MemoryNetwork() as network, anyio.create_task_group() as tg:
-        yield MemoryCluster(clock, registry, network, tg, settings or GossipSettings())
+        yield MemoryCluster(
+            clock,
+            registry,
+            network,
+            tg,
+            settings or GossipSettings(),
+            every_node_leads=every_node_leads,
+            lease_ttl=lease_ttl,
+        )
         tg.cancel_scope.cancel()

@@ -347,3 +347,40 @@ async def test_instances_waiting_on_conflicts_are_placed_when_a_machine_joins_an
         assert sorted(runs.values()) == sorted([nodes[0].machine_id, nodes[2].machine_id, fourth.machine_id])
         assert len(cluster.engine.unplaceable) == 2
         assert set(cluster.engine.unplaceable) == set(instances) - set(runs)
+
+
+# --- every node may lead (agents on etcd) ------------------------------------------------------------------------
+
+LEASE_TTL = 3.0
+
+
+async def test_when_the_leader_dies_another_node_takes_over_at_the_end_of_its_term_and_moves_its_units() -> None:
+    async with memory_cluster(every_node_leads=True, lease_ttl=LEASE_TTL) as cluster:
+        first = await cluster.add({"zone": "a"})
+        await cluster.submit("moving.service", unit_text())  # placed while the first node is the only machine
+        await cluster.until(lambda: cluster.loaded(first) == {"moving.service": "active/running"}, within=2.0)
+        others = await start(cluster, {"zone": "b"}, {"zone": "c"})
+        await cluster.advance(SETTINGS.join_timeout)  # past every engine's membership grace
+        assert cluster.leader is first
+        cluster.kill(first)
+        killed_at = cluster.clock.monotonic()
+
+        def taken_over() -> bool:
+            return len(cluster.leading()) == 1
+
+        took_over = await cluster.until(taken_over, within=2 * LEASE_TTL, each_step=lambda: len(cluster.leading()) <= 1)
+        new_leader = cluster.leader
+        assert new_leader in others
+        # The term runs out a TTL after its last renewal (every TTL/3), and the others campaign every TTL/3.
+        assert LEASE_TTL - LEASE_TTL / 3 <= took_over <= LEASE_TTL + LEASE_TTL / 3
+
+        async def moved() -> bool:
+            return (await single_runs(cluster)).get("moving.service") in {n.machine_id for n in others}
+
+        await cluster.until(moved, within=RESCHEDULE_TARGET)
+        took = round(cluster.clock.monotonic() - killed_at, 6)
+        # The new leader heard of the death (2.2 s) before it took over: its first pass, at once on taking over,
+        # moves the unit, with no grace to wait out (the engine started long before).
+        assert new_leader.heard("dead", first) - killed_at < took_over
+        assert took == pytest.approx(took_over)
+        assert not any(n.engine is not None and n.engine.leading for n in others if n is not new_leader)
