@@ -46,6 +46,7 @@ from fleetlet.errors import FleetletError
 from fleetlet.events.hub import EventHub
 from fleetlet.events.journal_taps import JournalTaps
 from fleetlet.events.local_feeds import LeaderFeed, MachineFeed, PlacementFeed, StateFeed
+from fleetlet.events.on_demand import OnDemand
 from fleetlet.events.registry_feed import RegistryFeed
 from fleetlet.exec.docker_runtime import DockerRuntime
 from fleetlet.exec.engine_events import EngineEvents
@@ -125,6 +126,13 @@ class Agent:
     The node's tasks live in a task group that ``__aenter__`` enters and ``__aexit__`` leaves, so, as for any anyio
     task group, enter and leave the agent in the same task. Should the node fail, the block is cancelled and the
     failure raised from it. An Agent runs once.
+
+    ``events`` is the node's :class:`~fleetlet.events.hub.EventHub`. On an etcd registry its ``unit`` and
+    ``schedule`` events (the cluster's units and every placement) reach it only while the registry feed is held:
+    while an event-stream connection that can get them is open, or a block of :meth:`registry_events` runs, and
+    for a while after (the feed otherwise reads every decision made for every machine); meanwhile the hub's
+    latest unit and schedule events are those of when it was last held. On the embedded SQLite registry, or
+    joined to a server, the feed always runs.
     """
 
     def __init__(self, config: AgentConfig, *, clock: Clock | None = None) -> None:
@@ -143,6 +151,7 @@ class Agent:
         self._remote_registry = ""  # the server's URL, when this agent joined a cluster
         self._etcd: EtcdRegistry | None = None  # the registry, when it is on etcd: its member directory too
         self._etcd_url = ""
+        self._registry_feed: OnDemand | None = None  # on etcd: the registry feed, run while held
 
     @property
     def machine_id(self) -> str:
@@ -169,6 +178,20 @@ class Agent:
     def set_metadata(self, metadata: Mapping[str, str]) -> bool:
         """Replace this machine's metadata (as SIGHUP does); placement and global units follow. True if it changed."""
         return self._machine.set_metadata(metadata)
+
+    @contextlib.asynccontextmanager
+    async def registry_events(self) -> AsyncIterator[None]:
+        """Have the cluster's ``unit`` and ``schedule`` events reach ``events`` while the block runs.
+
+        On etcd the block starts once the registry feed has read the registry and published what changed since
+        it last ran (if etcd cannot be read, a warning is logged and the block runs without them). Elsewhere the
+        feed always runs, and this does nothing.
+        """
+        if self._registry_feed is None:
+            yield
+            return
+        async with self._registry_feed.held():
+            yield
 
     def client(self, *, timeout: float = DEFAULT_TIMEOUT) -> Client:
         """A client of this agent's API over its unix socket; use it as ``async with agent.client() as fleet:``."""
@@ -217,12 +240,19 @@ class Agent:
         view = AgentView(machine, journal_dir, clock, gossip)
         view.leader_url = self._remote_registry  # a joined agent's server leads, and knows why a unit is unplaced
         taps = JournalTaps(hub, view, config.machine_id, clock)
+        feed = RegistryFeed(registry, hub, reasons=placement.reasons)
+        if self._etcd is not None:
+            # Run always, every agent's feed would get every decision made for every machine: run it on demand.
+            self._registry_feed = OnDemand(
+                feed.run, clock, name="the event stream's registry feed", failures=(RegistryError,)
+            )
         app = fleet_v1_app(
             registry,
             view=view,
             clock=clock,
             events=hub,
             journal_taps=taps,
+            registry_events=self._registry_feed.held if self._registry_feed is not None else None,
             gossip=gossip.endpoint if gossip is not None else None,
             registry_service=RegistryService(registry, self._registry_url, key, clock) if gossip is not None else None,
         )
@@ -236,8 +266,11 @@ class Agent:
         if gossip is not None:
             await self._join(gossip, tg)
             await tg.start(gossip.gossiper.run)
-        # Before the engine: its first decisions are events, told against what the feed has read.
-        await tg.start(RegistryFeed(registry, hub, reasons=placement.reasons).run)
+        if self._registry_feed is not None:
+            await tg.start(self._registry_feed.run)
+        else:
+            # Before the engine: its first decisions are events, told against what the feed has read.
+            await tg.start(feed.run)
         engine_events = EngineEvents(runtime, clock)
         await tg.start(engine_events.run)
         if self._etcd is not None or not config.join:

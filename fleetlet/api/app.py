@@ -9,6 +9,8 @@ parameters a handler does not read are ignored, ``?alt=json`` above all: fleetct
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -46,6 +48,7 @@ def fleet_v1_app(
     clock: Clock | None = None,
     events: EventHub | None = None,
     journal_taps: JournalTaps | None = None,
+    registry_events: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     gossip: GossipEndpoint | None = None,
     registry_service: registry_routes.RegistryService | None = None,
 ) -> web.Application:
@@ -55,6 +58,8 @@ def fleet_v1_app(
     ``clock`` paces the checks a journal follower makes of its connection, and the event stream's heartbeats.
     ``events`` is the hub ``/v1/events`` streams; without one, that resource answers 404. ``journal_taps`` publish
     the unit journals a subscriber asks for (``topic=journal:NAME``) into that hub; without them, asking is a 400.
+    ``registry_events`` holds the hub's feed of ``unit`` and ``schedule`` events while a subscriber that can get them
+    is connected, on an agent that runs that feed on demand; without it, the feed is taken to run always.
     ``gossip`` serves the cluster's gossip at ``/v1/gossip``; its connections close when the app shuts down.
     ``registry_service`` serves the registry to the cluster's other agents at ``/v1/registry``.
     """
@@ -70,7 +75,7 @@ def fleet_v1_app(
         app.add_routes(machines.routes(view, prefix))
     app.add_routes(status.routes(ctx, OWN_PREFIX))
     app.add_routes(journal.routes(ctx, followers, OWN_PREFIX))
-    app.add_routes(event_stream.routes(events, ctx.clock, followers, OWN_PREFIX, journal_taps))
+    app.add_routes(event_stream.routes(events, ctx.clock, followers, OWN_PREFIX, journal_taps, registry_events))
     if registry_service is not None:
         app.add_routes(registry_routes.routes(registry_service, followers))
     if gossip is not None:

@@ -11,6 +11,10 @@ gets them, and they are never in a snapshot. A unit's journal is tapped (:mod:`f
 only while some connection asks for it, so an entry written while nobody did is no event, and a resumed stream
 has only the entries the hub still holds: a unit's history is at ``/v1/units/NAME/journal``.
 
+On an agent whose registry is on etcd, ``unit`` and ``schedule`` events come from a registry feed that runs only
+while somebody wants them (:mod:`fleetlet.events.on_demand`): a connection whose filter can match those topics
+holds it for as long as it lasts, from before its snapshot, which is therefore current.
+
 Every frame is one JSON document on a line of its own: a websocket text message holds one or more frames (the
 events taken from the hub at once, so a busy stream costs one message per batch, not per event), and NDJSON is a
 stream of them. A client splits each message on newlines. The frames:
@@ -39,9 +43,10 @@ never waits for a subscriber and a slow subscriber delays nobody else.
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final, Protocol
 
 import anyio
@@ -75,12 +80,23 @@ NOT_A_STREAM: Final = "the event stream needs a websocket: upgrade the connectio
 _MAX_CLIENT_MESSAGE: Final = 64 * 1024
 
 
+# The topics of the registry feed, which an agent on etcd runs only while a holder holds it.
+REGISTRY_TOPICS: Final = ("unit", "schedule")
+
+
 def routes(
-    hub: EventHub | None, clock: Clock, followers: Followers, prefix: str, journal_taps: JournalTaps | None = None
+    hub: EventHub | None,
+    clock: Clock,
+    followers: Followers,
+    prefix: str,
+    journal_taps: JournalTaps | None = None,
+    registry_events: Callable[[], AbstractAsyncContextManager[None]] | None = None,
 ) -> list[web.RouteDef]:
     """The stream of ``hub`` (None: a 404, for an API with no agent behind it); ``followers`` ends it on shutdown.
 
     ``journal_taps`` publish the journals a ``journal`` topic asks for into ``hub``; without them, asking is a 400.
+    ``registry_events`` holds the feed of ``unit`` and ``schedule`` events while its block runs (None: the feed
+    always runs).
     """
 
     async def events(request: web.Request) -> web.StreamResponse:
@@ -93,13 +109,15 @@ def routes(
         if not sink.can_prepare(request):
             raise APIError(400, NOT_A_STREAM)
         journal_globs = event_filter.journal_globs
-        if not journal_globs:
-            return await stream(hub, request, after, event_filter, sink)
-        if journal_taps is None:
+        if journal_globs and journal_taps is None:
             raise APIError(400, NO_JOURNAL)
-        # Tapped before the subscription starts, and for as long as it lasts: every entry written after the
-        # subscription's index is an event it gets.
-        async with journal_taps.tapping(journal_globs):
+        async with contextlib.AsyncExitStack() as wanted:
+            # Held and tapped before the subscription starts, and for as long as it lasts: the snapshot is what
+            # the registry holds now, and every change or entry after the subscription's index is an event it gets.
+            if registry_events is not None and any(event_filter.may_match(t) for t in REGISTRY_TOPICS):
+                await wanted.enter_async_context(registry_events())
+            if journal_globs and journal_taps is not None:
+                await wanted.enter_async_context(journal_taps.tapping(journal_globs))
             return await stream(hub, request, after, event_filter, sink)
 
     async def stream(

@@ -47,6 +47,15 @@ class EventFilter:
             return False
         return not self.machine or self.machine in _machines_of(event)
 
+    def may_match(self, topic: Topic) -> bool:
+        """Whether some event of ``topic`` could pass: what a stream needs produced for it."""
+        if self.topics:
+            if all(t.topic != topic for t in self.topics):
+                return False
+        elif topic in EXPLICIT_TOPICS:
+            return False
+        return not self.machine or topic != "unit"  # a unit event concerns no machine
+
     @property
     def journal_globs(self) -> tuple[str, ...]:
         """The unit globs whose journals the filter asks for ("*" for a bare ``journal``); () when none."""

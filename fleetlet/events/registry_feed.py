@@ -7,7 +7,10 @@ its placement), so the feed gathers a write's changes and compares each unit it 
 write: a move is one ``moved`` event, never ``unplaced`` then ``placed``.
 
 When the watch falls behind the registry's history it reads everything again and publishes the differences between
-what it knew and what it read, then follows again: consumers see every net change, never a gap.
+what it knew and what it read, then follows again: consumers see every net change, never a gap. A feed that was
+stopped (cancelled, or ended by a failure) and is run again does the same: an agent on etcd follows the registry
+only while somebody wants its events (:mod:`fleetlet.events.on_demand`), and the changes made meanwhile are
+published as the net changes when it starts again, against what the hub was last told.
 """
 
 from __future__ import annotations
@@ -50,18 +53,34 @@ class RegistryFeed:
         self._registry = registry
         self._hub = hub
         self._reasons = reasons
+        # What the hub has been told: the mirror is only ever replaced by a whole successful read, so a read that
+        # fails halfway leaves it as it was, and the next run compares against it.
         self._mirror = RegistryMirror()
+        self._loaded = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Read and remember what exists, report started, then publish every change until cancelled."""
-        revision = await self._mirror.load(self._registry)
-        self._remember()
+        """Read what exists, report started, then publish every change until cancelled.
+
+        The first run remembers what it read (no event: nothing happened); a later run of the same feed publishes
+        the differences from what the hub was told before it stopped.
+        """
+        revision = await self._read()
         task_status.started()
         while True:
             await self._follow(revision)
-            units, schedule = dict(self._mirror.units), dict(self._mirror.schedule)
-            revision = await self._mirror.load(self._registry)
-            self._publish_differences(units, schedule)
+            revision = await self._read()
+
+    async def _read(self) -> int:
+        """Read everything into a fresh mirror and tell the hub; return the revision to follow from."""
+        mirror = RegistryMirror()
+        revision = await mirror.load(self._registry)
+        previous, self._mirror = self._mirror, mirror
+        if self._loaded:
+            self._publish_differences(previous.units, previous.schedule)
+        else:
+            self._loaded = True
+            self._remember()
+        return revision
 
     def _remember(self) -> None:
         for name, record in sorted(self._mirror.units.items()):

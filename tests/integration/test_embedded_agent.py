@@ -24,10 +24,14 @@ import pytest
 
 from fleetlet import Agent, AgentConfig, AgentStartupError, Client, load_unit
 from fleetlet.client import UnitReport
+from fleetlet.clock import SystemClock
 from fleetlet.exec.docker_runtime import DockerRuntime
 from fleetlet.exec.runtime import LABEL_MACHINE, ContainerState, NoSuchContainer
+from fleetlet.registry.etcd_settings import parse_etcd_url
 from fleetlet.service.journal import journal_file_name
+from fleetlet.units.syntax import parse
 from tests.fleet_units import HELLO_WORLD
+from tests.integration.etcd_rig import EtcdMember
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -257,3 +261,56 @@ async def test_the_agents_event_hub_tells_a_units_whole_life(machine: Machine) -
         ("state", "changed", "inactive"),
         ("state", "removed", ""),
     ]
+
+
+# --- on etcd: the registry feed runs while held ------------------------------------------------------------------
+
+OTHER = "other-machine"
+ELSEWHERE = "elsewhere.service"
+TEXT = "[Unit]\nDescription=placed on another machine\n\n[Service]\nExecStart=/bin/true\n"
+
+
+async def test_decisions_for_another_machine_reach_the_hub_only_while_the_feed_is_held(
+    machine: Machine, member: EtcdMember
+) -> None:
+    """With no subscriber, a unit placed on another machine does not reach ``agent.events``; held, it does.
+
+    The test holds the leadership for a machine that does not exist, so that the agent's engine, not leading,
+    moves nothing: the unit stays placed on that other machine.
+    """
+    settings = parse_etcd_url(f"etcd://{member.url.removeprefix('http://')}")
+    async with settings.registry(SystemClock()) as registry:
+        lease = await registry.campaign(OTHER, 120.0)  # the agent's engine does not lead: nothing moves
+        assert lease is not None
+        config = machine.config(host="127.0.0.1", port=0, etcd=settings)
+        async with Agent(config) as agent:
+            hub = agent.events
+            await registry.put_unit(ELSEWHERE, parse(TEXT), desired_state="launched")
+            await registry.set_machine(ELSEWHERE, OTHER)
+            async with agent.client() as fleet:
+                # The agent's API reads etcd itself: the placement is written, and the hub has heard nothing of it.
+                assert ELSEWHERE in {unit.name for unit in await fleet.units()}
+                assert hub.latest("schedule", ELSEWHERE) is None
+                assert hub.latest("unit", ELSEWHERE) is None
+
+                sub = hub.subscribe()
+                async with agent.registry_events():
+                    placed = hub.latest("schedule", ELSEWHERE)
+                    assert placed is not None
+                    assert placed.payload["machineID"] == OTHER
+                    # Held, the feed follows the registry: a move is an event.
+                    await registry.set_machine(ELSEWHERE, "third-machine")
+                    with anyio.fail_after(BOUND):
+                        moved = [e for e in await sub.next_batch() if e.topic == "schedule"]
+                    assert [(e.type, e.key, e.payload["machineID"]) for e in moved] == [
+                        ("moved", ELSEWHERE, "third-machine")
+                    ]
+
+                # An event-stream connection holds it too; its snapshot is current.
+                stream = fleet.events(topics=["schedule"])
+                async with contextlib.aclosing(stream):
+                    with anyio.fail_after(BOUND):
+                        first = await anext(stream)
+                assert (first.snapshot, first.type, first.key) == (True, "moved", ELSEWHERE)
+                assert first.payload["machineID"] == "third-machine"
+        await registry.resign(lease)

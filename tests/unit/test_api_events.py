@@ -4,8 +4,8 @@ NDJSON, and how a stream ends. Tests publish into the hub directly; the API's cl
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,7 @@ async def serve(
     capacity: int = 1000,
     max_lag: int = 100,
     journals: dict[str, Journal] | None = None,  # given: the stream has journal taps over these
+    registry_events: Callable[[], AbstractAsyncContextManager[None]] | None = None,
 ) -> AsyncIterator[Api]:
     clock = ManualClock()
     event_hub = EventHub(clock, capacity=capacity, max_lag=max_lag, first_index=FIRST)
@@ -88,7 +89,13 @@ async def serve(
                 returned.set()
 
     async with MemoryRegistry(ManualClock()) as registry, anyio.create_task_group() as tg:
-        app = fleet_v1_app(registry, clock=clock, events=event_hub if hub else None, journal_taps=taps)
+        app = fleet_v1_app(
+            registry,
+            clock=clock,
+            events=event_hub if hub else None,
+            journal_taps=taps,
+            registry_events=registry_events,
+        )
         app.middlewares.append(record)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
