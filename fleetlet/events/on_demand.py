@@ -115,6 +115,9 @@ class OnDemand:
                     self._settle()
                 self._state = "running"
                 await self._until_unwanted()
+                # Idle from here: a holder coming while the task is being stopped asks for a new run, rather than
+                # going in on this one.
+                self._state = "idle"
                 tg.cancel_scope.cancel()
         finally:
             self._state = "idle"

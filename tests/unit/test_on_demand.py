@@ -194,3 +194,26 @@ async def test_holders_waiting_when_the_host_stops_are_let_go() -> None:
             await clock.settle()
             host.cancel_scope.cancel()
     assert entered == [0]
+
+
+async def test_a_holder_coming_as_the_linger_ends_gets_a_new_run() -> None:
+    clock = ManualClock()
+    task = Task(clock)
+    holding = anyio.Event()
+    async with running(clock, task) as on_demand, anyio.create_task_group() as tg:
+        async with on_demand.held():
+            pass
+        await clock.settle()
+
+        async def holder() -> None:
+            async with on_demand.held():
+                holding.set()
+                await anyio.sleep_forever()
+
+        clock.advance(LINGER)  # the run stops the task in its next turn, the holder comes right after
+        tg.start_soon(holder)
+        await clock.settle()
+        assert holding.is_set()
+        assert on_demand.running  # not let in on the run being stopped
+        assert task.log == [(0, "started"), (30, "stopped"), (30, "started")]
+        tg.cancel_scope.cancel()
