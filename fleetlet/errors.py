@@ -71,3 +71,12 @@ class UnitNameError(UnitFileError):
 
     def __str__(self) -> str:
         return f"invalid unit name {self.name!r}: {self.reason}"
+
+
+def sole(exc: BaseException, kinds: type[Exception] | tuple[type[Exception], ...]) -> Exception | None:
+    """The exception of ``kinds`` that ``exc`` is, or the first of a (task) group that holds nothing else; None
+    otherwise. How a caller tells "only the expected failure happened" through anyio's exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(kinds)
+        return sole(matched.exceptions[0], kinds) if matched is not None and rest is None else None
+    return exc if isinstance(exc, kinds) else None

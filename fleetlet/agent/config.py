@@ -441,14 +441,7 @@ def agent_config(
     )
 
 
-_ETCD_OPTIONS: Final = (
-    "etcd_cafile",
-    "etcd_certfile",
-    "etcd_keyfile",
-    "etcd_username",
-    "etcd_password_file",
-    "etcd_history",
-)
+_ETCD_OPTIONS: Final = tuple(setting for setting in SETTINGS if setting.startswith("etcd_"))
 
 
 def _registry(settings: Settings) -> tuple[EtcdSettings | None, Path | None]:

@@ -29,6 +29,7 @@ from fleetlet.clock import Clock, move_on_after
 from fleetlet.engine.mirror import RegistryMirror
 from fleetlet.engine.scheduler import Decision, schedule
 from fleetlet.engine.snapshot import MachineSpec, UnitSpec
+from fleetlet.errors import sole
 from fleetlet.registry.errors import (
     LeadershipLost,
     RegistryClosed,
@@ -435,19 +436,11 @@ def describe(decision: Decision) -> str:
 def _log_failure(what: str, exc: Exception) -> None:
     """A registry that cannot be reached is weather, not a bug (etcd restarting, the server down): one line each
     time. Anything else gets its traceback."""
-    unreachable = _unreachable(exc)
+    unreachable = sole(exc, RegistryUnavailable)
     if unreachable is not None:
         log.warning("%s: %s", what, unreachable)
     else:
         log.warning("%s", what, exc_info=exc)
-
-
-def _unreachable(exc: BaseException) -> RegistryUnavailable | None:
-    """The RegistryUnavailable ``exc`` is, or the first of a group of nothing else; None otherwise."""
-    if isinstance(exc, BaseExceptionGroup):
-        matched, rest = exc.split(RegistryUnavailable)
-        return _unreachable(matched.exceptions[0]) if matched is not None and rest is None else None
-    return exc if isinstance(exc, RegistryUnavailable) else None
 
 
 def _closed(exc: BaseException) -> bool:

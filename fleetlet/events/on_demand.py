@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from fleetlet.clock import Clock
+from fleetlet.errors import sole
 
 log = logging.getLogger("fleetlet.events")
 
@@ -142,16 +143,7 @@ class OnDemand:
 
     def _failure(self, exc: Exception) -> Exception | None:
         """The failure of ``failures`` that ``exc`` is (or is all a task group raised), else None."""
-        if isinstance(exc, self._failures):
-            return exc
-        if isinstance(exc, ExceptionGroup):
-            matched, rest = exc.split(self._failures)
-            if matched is not None and rest is None:
-                leaf: BaseException = matched
-                while isinstance(leaf, BaseExceptionGroup):
-                    leaf = leaf.exceptions[0]
-                return leaf if isinstance(leaf, Exception) else None
-        return None
+        return sole(exc, self._failures) if self._failures else None
 
     async def _until_unwanted(self) -> None:
         """Return once nobody has held the task for ``linger`` seconds."""
